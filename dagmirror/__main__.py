@@ -1,0 +1,3 @@
+from dagmirror.cli import main
+
+main()

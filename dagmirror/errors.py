@@ -1,0 +1,74 @@
+"""One error hierarchy. Every error's str() is one line fit for a user; `transient` says retry or stop."""
+
+from __future__ import annotations
+
+
+class DagmirrorError(Exception):
+    """Base of every error dagmirror raises on purpose."""
+
+    transient: bool = False
+
+
+class ConfigError(DagmirrorError):
+    """A bad flag, URL, or config value. The CLI exits 2."""
+
+
+class SourceError(DagmirrorError):
+    """The object store failed a request. Raised only after the SDK's own exception was translated."""
+
+    def __init__(self, message: str, *, transient: bool, code: str | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.code = code
+
+
+class SourceUnavailable(SourceError):
+    """Network faults, timeouts, 5xx and throttling: worth a retry."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, transient=True, code=code)
+
+
+class SourceConfigError(SourceError):
+    """The source itself is wrong (missing bucket, access denied, bad credentials): retrying cannot help."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, transient=False, code=code)
+
+
+class ObjectVanished(SourceError):
+    """The key was listed but deleted before its GET; the next listing will not have it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False, code="NoSuchKey")
+
+
+class IntegrityError(DagmirrorError):
+    """A body did not match its length, ETag, checksum or xxh3: never installed, retried as transient."""
+
+    transient = True
+
+
+class InstallError(DagmirrorError):
+    """Writing into DEST failed for one object (blocked path, planted symlink, full disk)."""
+
+
+class PathBlocked(InstallError):
+    """A file must become a directory or the reverse; `blocker` is the relative path in the way."""
+
+    def __init__(self, message: str, blocker: str) -> None:
+        super().__init__(message)
+        self.blocker = blocker
+
+
+class DestLocked(DagmirrorError):
+    """Another dagmirror process is syncing the same DEST."""
+
+
+class PassFailed(DagmirrorError):
+    """The pass stopped before its listing completed; nothing was deleted. `cause` says why."""
+
+    def __init__(self, message: str, cause: DagmirrorError) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.transient = cause.transient

@@ -1,0 +1,153 @@
+"""Pure decisions: what to do with each listed object, which paths collide, what to delete and whether the
+delete guard allows it. No I/O: every input is data, so each rule is testable with literals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Set
+
+from dagmirror.models import (
+    Action,
+    Decision,
+    DeletePlan,
+    LocalDigest,
+    LocalStat,
+    Rejection,
+    RemoteObject,
+    StateEntry,
+)
+from dagmirror.verify import is_md5_etag
+
+KEEP = Decision(Action.KEEP, "unchanged")
+
+
+def decide(obj: RemoteObject, entry: StateEntry | None, local: LocalStat | None) -> Decision:
+    """Listing vs state vs disk, using only the cheap facts (ETag and lstat)."""
+    entry = _known(entry)
+    if local is None or local.kind == "symlink":
+        # Nothing there, or a planted link: an unconditional GET (a 304 would leave us without a file).
+        return Decision(Action.DOWNLOAD, "restore" if entry else "new")
+    if local.kind != "file":
+        return Decision(Action.DOWNLOAD, "restore" if entry else "new")  # the installer reports the blocker
+    if entry is None:
+        return Decision(Action.VERIFY_LOCAL, "unmanaged file present")
+    intact = local.same_signature(entry)
+    if entry.etag == obj.etag:
+        return KEEP if intact else Decision(Action.VERIFY_LOCAL, "local file changed")
+    # The object changed; if our copy is intact a 304 still lets the server tell us it has not.
+    return Decision(Action.DOWNLOAD, "changed", if_none_match=entry.etag if intact else None)
+
+
+def decide_after_check(obj: RemoteObject, entry: StateEntry | None, digest: LocalDigest | None) -> Decision:
+    """Second look for VERIFY_LOCAL: the file's content hashes decide keep (adopt) or download."""
+    entry = _known(entry)
+    if digest is None:
+        return Decision(Action.DOWNLOAD, "restore" if entry else "new")
+    if entry is not None and entry.etag == obj.etag:
+        return KEEP if digest.xxh3 == entry.xxh3 else Decision(Action.DOWNLOAD, "restore")
+    if is_md5_etag(obj.etag) and digest.md5 == obj.etag:
+        return Decision(Action.KEEP, "adopt")  # identical bytes already there: record, no GET
+    return Decision(Action.DOWNLOAD, "replace")
+
+
+def _known(entry: StateEntry | None) -> StateEntry | None:
+    """A journal-only entry (etag '') is managed but says nothing about content: decide as if unmanaged."""
+    return entry if entry is not None and entry.etag else None
+
+
+class CollisionFilter:
+    """For one sorted listing stream: a file key K and any key under K + '/' cannot both be mirrored.
+
+    The directory wins, whatever the fan-out: K is held back until the stream has moved past K + '/'
+    (sorted order puts every key under K/ before any key >= K + '0'), then released or rejected.
+    Entries are object keys and common prefixes (which end in '/').
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[RemoteObject] = []
+
+    def feed(self, key: str, obj: RemoteObject | None) -> tuple[list[RemoteObject], list[Rejection]]:
+        released: list[RemoteObject] = []
+        rejected: list[Rejection] = []
+        still: list[RemoteObject] = []
+        for held in self._pending:
+            below = held.key + "/"
+            if key.startswith(below):
+                rejected.append(Rejection(held.key, f"file collides with directory '{below}'"))
+            elif key > below:
+                released.append(held)
+            else:
+                still.append(held)
+        self._pending = still
+        if obj is not None and not obj.key.endswith("/"):
+            self._pending.append(obj)
+        return released, rejected
+
+    def finish(self) -> list[RemoteObject]:
+        released, self._pending = self._pending, []
+        return released
+
+
+class PathClaims:
+    """Every path accepted in this pass, so a late collision (servers that do not sort) is still refused."""
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+        self._dirs: set[str] = set()
+
+    def claim(self, path: str) -> str | None:
+        """Accept `path` or return why not."""
+        if path in self._dirs:
+            return f"file collides with directory '{path}/'"
+        parents = _parents(path)
+        for parent in parents:
+            if parent in self.files:
+                return f"path is under file '{parent}'"
+        if path in self.files:
+            return "duplicate path"
+        self.files.add(path)
+        self._dirs.update(parents)
+        return None
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def plan_deletions(
+    managed: Mapping[str, StateEntry],
+    listed: Set[str],
+    *,
+    mirrored: Callable[[str], bool],
+    listed_any: bool,
+    max_fraction: float,
+    allow_mass_delete: bool,
+) -> DeletePlan:
+    """Managed paths the complete listing no longer has, behind the delete guard.
+
+    `mirrored` is the include/exclude filter: a managed path that is filtered out is left alone, not deleted.
+    `listed_any` is whether the listing returned any object at all (rejected and excluded ones included).
+    """
+    in_scope = [p for p in managed if mirrored(p)]
+    doomed = tuple(sorted(p for p in in_scope if p not in listed))
+    if not doomed or allow_mass_delete:
+        return DeletePlan(doomed)
+    if not listed_any:
+        return DeletePlan(
+            doomed, refused=f"listing is empty while {len(in_scope)} files are managed; refusing to delete"
+        )
+    if len(doomed) > max_fraction * len(in_scope):
+        return DeletePlan(
+            doomed,
+            refused=(
+                f"pass would delete {len(doomed)} of {len(in_scope)} managed files "
+                f"(more than {max_fraction:.0%}); refusing (--allow-mass-delete overrides)"
+            ),
+        )
+    return DeletePlan(doomed)
+
+
+def empty_parents(paths: Iterable[str]) -> list[str]:
+    """Candidate directories to remove after deleting `paths`, deepest first."""
+    dirs = {parent for path in paths for parent in _parents(path)}
+    return sorted(dirs, key=lambda d: (-d.count("/"), d))

@@ -1,0 +1,26 @@
+"""Where objects come from. `ObjectSource` is the seam: `s3.py` (the only module that imports the AWS SDK)
+and `memory.py` (an in-memory fake with latency and failure injection, for unit tests) implement it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from dagmirror.models import FetchedObject, ListPage, NotModified
+
+
+class ObjectSource(Protocol):
+    """One bucket. Implementations raise only dagmirror.errors.SourceError subclasses."""
+
+    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
+        """One ListObjectsV2 page under `prefix`, sorted by key; with `delimiter`, '/' groups sub-prefixes."""
+        ...
+
+    async def get(self, key: str, *, if_none_match: str | None) -> FetchedObject | NotModified:
+        """The whole object; NotModified when `if_none_match` (an unquoted ETag) still matches."""
+        ...
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests made so far by operation and outcome, e.g. {'LIST': 3, 'GET 200': 10, 'GET 304': 1}."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,190 @@
+"""The S3 ObjectSource: the ONLY module that imports the AWS SDK. Every SDK exception is translated here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aioboto3
+import aiohttp
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from dagmirror.config import MirrorConfig, redact_url
+from dagmirror.errors import ObjectVanished, SourceConfigError, SourceError, SourceUnavailable
+from dagmirror.models import FetchedObject, ListPage, NotModified, RemoteObject
+
+# Codes that mean "this source is misconfigured": retrying cannot help, the pass stops.
+_FATAL_CODES = frozenset(
+    {
+        "NoSuchBucket",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidBucketName",
+        "InvalidToken",
+        "ExpiredToken",
+        "AuthorizationHeaderMalformed",
+        "PermanentRedirect",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+)
+_CHECKSUM_FIELDS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
+_OPAQUE_ETAG_SSE = frozenset({"aws:kms", "aws:kms:dsse"})
+
+
+class S3Source:
+    """ListObjectsV2 + GetObject on one shared aioboto3 client whose pool fits every worker at once."""
+
+    def __init__(self, client: Any, bucket: str, endpoint: str, stack: AsyncExitStack) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._endpoint = endpoint
+        self._stack = stack
+        self._counts: Counter[str] = Counter()
+
+    @classmethod
+    async def open(cls, config: MirrorConfig) -> S3Source:
+        session = aioboto3.Session(profile_name=config.profile, region_name=config.region)
+        custom_endpoint = config.endpoint_url is not None
+        sdk_config = Config(
+            max_pool_connections=config.concurrency + config.list_concurrency + 4,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            retries={"total_max_attempts": 1},  # dagmirror's own retry policy owns every retry
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",  # dagmirror verifies bodies itself
+            s3={"addressing_style": "path"} if custom_endpoint else None,
+        )
+        stack = AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(
+                session.client("s3", endpoint_url=config.endpoint_url, config=sdk_config)
+            )
+        except BotoCoreError as exc:
+            await stack.aclose()
+            raise SourceConfigError(f"cannot create S3 client: {exc}") from None
+        endpoint = redact_url(str(client.meta.endpoint_url))
+        return cls(client, config.source.bucket, endpoint, stack)
+
+    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
+        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        if delimiter:
+            params["Delimiter"] = "/"
+        if token:
+            params["ContinuationToken"] = token
+        async with self._translated("LIST", prefix):
+            resp = await self._client.list_objects_v2(**params)
+        self._counts["LIST"] += 1
+        objects = tuple(
+            RemoteObject(o["Key"], o.get("ETag", "").strip('"'), int(o.get("Size", 0)))
+            for o in resp.get("Contents", ())
+        )
+        prefixes = tuple(p["Prefix"] for p in resp.get("CommonPrefixes", ()))
+        more = resp.get("IsTruncated") and resp.get("NextContinuationToken")
+        return ListPage(objects, prefixes, resp["NextContinuationToken"] if more else None)
+
+    async def get(self, key: str, *, if_none_match: str | None) -> FetchedObject | NotModified:
+        params: dict[str, Any] = {"Bucket": self._bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        if if_none_match:
+            params["IfNoneMatch"] = f'"{if_none_match}"'
+        try:
+            async with self._translated("GET", key):
+                resp = await self._client.get_object(**params)
+                async with resp["Body"] as stream:
+                    body = await stream.read()
+        except _NotModifiedSignal:
+            self._counts["GET 304"] += 1
+            return NotModified(if_none_match or "")
+        self._counts["GET 200"] += 1
+        return _fetched(key, body, resp)
+
+    def request_counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+    def _translated(self, op: str, target: str) -> _Translate:
+        return _Translate(self, op, target)
+
+
+class _NotModifiedSignal(Exception):
+    pass
+
+
+class _Translate:
+    """Async context manager mapping SDK/transport exceptions onto dagmirror's hierarchy."""
+
+    def __init__(self, source: S3Source, op: str, target: str) -> None:
+        self._source, self._op, self._target = source, op, target
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> bool:
+        if exc is None or isinstance(exc, (SourceError, asyncio.CancelledError)):
+            return False
+        translated = self._translate(exc)
+        if translated is None:
+            return False
+        if not isinstance(translated, _NotModifiedSignal):
+            self._source._counts[f"{self._op} error"] += 1
+        raise translated from None
+
+    def _translate(self, exc: BaseException) -> Exception | None:
+        where = f"{self._op} s3://{self._source._bucket}/{self._target} at {self._source._endpoint}"
+        if isinstance(exc, ClientError):
+            return _client_error(exc, where)
+        if isinstance(exc, NoCredentialsError):
+            return SourceConfigError("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID)")
+        if isinstance(exc, (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)):
+            return SourceUnavailable(f"{where}: {type(exc).__name__}: {_first_line(exc)}")
+        return None
+
+
+def _client_error(exc: ClientError, where: str) -> Exception:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    message = _first_line(error.get("Message") or code)
+    if code == "304" or status == 304:
+        return _NotModifiedSignal()
+    if code == "NoSuchBucket":
+        return SourceConfigError(f"bucket does not exist: {where}", code=code)
+    if code in ("NoSuchKey", "404"):
+        return ObjectVanished(f"object vanished before download: {where}")
+    if code in _FATAL_CODES or status in (301, 400, 401, 403):
+        return SourceConfigError(f"{where}: {code}: {message}", code=code)
+    transient = code in _TRANSIENT_CODES or status >= 500 or status == 429
+    return SourceError(f"{where}: {code or status}: {message}", transient=transient, code=code)
+
+
+def _fetched(key: str, body: bytes, resp: dict[str, Any]) -> FetchedObject:
+    checksums = tuple(
+        (name, str(resp[f"Checksum{name}"])) for name in _CHECKSUM_FIELDS if resp.get(f"Checksum{name}")
+    )
+    metadata = resp.get("Metadata") or {}
+    sse = resp.get("ServerSideEncryption")
+    return FetchedObject(
+        key=key,
+        body=body,
+        etag=str(resp.get("ETag", "")).strip('"'),
+        content_length=int(resp.get("ContentLength", len(body))),
+        checksums=checksums,
+        meta_xxh3=metadata.get("xxh3"),
+        kms_or_customer_key=sse in _OPAQUE_ETAG_SSE or bool(resp.get("SSECustomerAlgorithm")),
+        version_id=resp.get("VersionId"),
+    )
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else ""
