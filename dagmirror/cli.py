@@ -42,6 +42,13 @@ def cli() -> None:
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Never mirror matching relative paths.")
 @click.option("--max-delete-fraction", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
 @click.option("--allow-mass-delete", is_flag=True, help="Override the delete guard.")
+@click.option(
+    "--transport",
+    type=click.Choice(["lean", "sdk"]),
+    default="lean",
+    show_default=True,
+    help="lean: GETs over aiohttp signed by the AWS SDK (fast); sdk: every request through aioboto3.",
+)
 @click.option("--dry-run", is_flag=True, help="List and plan only: no download, no change to DEST.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line (last line).")
 @click.option("-v", "--verbose", count=True, help="-v progress details, -vv debug and tracebacks.")
@@ -55,6 +62,7 @@ def sync(
     exclude: tuple[str, ...],
     max_delete_fraction: float,
     allow_mass_delete: bool,
+    transport: str,
     dry_run: bool,
     as_json: bool,
     verbose: int,
@@ -72,6 +80,7 @@ def sync(
             concurrency=concurrency,
             max_delete_fraction=max_delete_fraction,
             allow_mass_delete=allow_mass_delete,
+            transport=transport,
             dry_run=dry_run,
         )
         report = _run(_sync_once(config, show_progress=not as_json and sys.stderr.isatty()))

@@ -79,6 +79,7 @@ class MirrorConfig:
     read_timeout: float = 30.0
     checkpoint_interval: float = 5.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    transport: str = "lean"  # "lean": GETs over aiohttp, signed by the SDK; "sdk": every request via aioboto3
 
     @classmethod
     def create(
@@ -114,6 +115,9 @@ class MirrorConfig:
         _in_range("connect_timeout", self.connect_timeout, 0.1, 600.0)
         _in_range("read_timeout", self.read_timeout, 0.1, 3600.0)
         _in_range("checkpoint_interval", self.checkpoint_interval, 0.05, 3600.0)
+        _in_range("retry.attempts", self.retry.attempts, 1, 100)
+        if self.transport not in ("lean", "sdk"):
+            raise ConfigError(f"transport must be 'lean' or 'sdk', got {self.transport!r}")
         if self.dest.exists() and not self.dest.is_dir():
             raise ConfigError(f"DEST {str(self.dest)!r} exists and is not a directory")
 

@@ -98,7 +98,7 @@ class Mirror:
         self._state: State | None = None
         self._pass_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(
-            max_workers=min(32, config.concurrency), thread_name_prefix="dagmirror-io"
+            max_workers=min(16, config.concurrency), thread_name_prefix="dagmirror-io"
         )
         self._logged_rejections: set[str] = set()
 

@@ -11,6 +11,7 @@ from typing import TypeVar
 from dagmirror.errors import DagmirrorError
 
 T = TypeVar("T")
+_JITTER = random.Random()  # noqa: S311 - jitter spreads load, it is not a secret; seeding per call costs
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -34,7 +35,7 @@ async def retrying(
     on_retry: Callable[[DagmirrorError], None] | None = None,
 ) -> T:
     """Run `call`, retrying DagmirrorErrors marked transient; the last error propagates."""
-    rng = rng or random.Random()  # noqa: S311 - jitter spreads load, it is not a secret
+    rng = rng or _JITTER
     for retry_number in range(policy.attempts):
         try:
             return await call()
