@@ -86,6 +86,11 @@ def sync(
         report = _run(_sync_once(config, show_progress=not as_json and sys.stderr.isatty()))
     except DagmirrorError as exc:
         _die(exc, verbose)
+    except Exception as exc:  # a bug: still one line (the traceback with -vv), never a half-done silence
+        if verbose >= 2:
+            log.exception("traceback")
+        click.echo(f"dagmirror: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     _print_report(report, as_json)
     sys.exit(exit_code(report))
 

@@ -92,7 +92,14 @@ class MirrorConfig:
         endpoint_url: str | None = None,
         **options: object,
     ) -> MirrorConfig:
-        """Validate user input; raises ConfigError naming the first bad field."""
+        """Validate user input; raises ConfigError naming the first bad field.
+
+        The endpoint is resolved here (flag, then $AWS_ENDPOINT_URL_S3, then $AWS_ENDPOINT_URL) so that
+        every S3-compatible endpoint gets path-style addressing, whichever way it was given.
+        """
+        endpoint_url = (
+            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
         if endpoint_url is not None:
             check_endpoint(endpoint_url)
         if not str(dest):

@@ -55,6 +55,13 @@ class Tree:
         paths a killed pass may have installed without recording (read from the intent journal)."""
         if self._lock_fd is not None:
             return []
+        try:
+            return self._open()
+        except OSError as exc:
+            self.close()
+            raise InstallError(f"cannot use {self.root} as destination: {exc.strerror or exc}") from None
+
+    def _open(self) -> list[str]:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.meta.is_symlink():
             raise InstallError(f"{self.meta} is a symlink; refusing to use it")
@@ -114,6 +121,12 @@ class Tree:
         """Write `body` to a temp file, fsync, rename it over `path`: readers see old or new, never torn."""
         tmp_fd = self._require(self._tmp_fd)
         temp = secrets.token_hex(8) + TEMP_SUFFIX
+        try:
+            return self._install(tmp_fd, temp, path, body)
+        except OSError as exc:  # EACCES, EROFS, ENOSPC on mkdir...: one line for this key, the pass goes on
+            raise InstallError(f"cannot install '{path}': {exc.strerror or exc}") from None
+
+    def _install(self, tmp_fd: int, temp: str, path: str, body: bytes) -> LocalStat:
         try:
             st = self._write_temp(tmp_fd, temp, body)
             parent, name = _split(path)
@@ -229,7 +242,7 @@ def _cached_dir(root: Path, cache: dict[str, int | None], parent: str) -> int | 
     if parent not in cache:
         try:
             cache[parent] = _walk(root, parent, create=False)
-        except (_Unsafe, FileNotFoundError, NotADirectoryError):
+        except (_Unsafe, OSError):  # missing, unsafe or unreadable: seen as absent; an install says why
             cache[parent] = None
     return cache[parent]
 
@@ -280,7 +293,7 @@ def _lstat(dir_fd: int | None, name: str) -> LocalStat | None:
         return None
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return None
     mode = st.st_mode
     kind = (
@@ -310,6 +323,8 @@ def _digest(dir_fd: int | None, name: str) -> LocalDigest | None:
             xxh.update(chunk)
             md5.update(chunk)
         return LocalDigest(xxh.hexdigest(), md5.hexdigest())
+    except OSError:
+        return None  # unreadable: treated as changed, so the object is fetched again
     finally:
         os.close(fd)
 

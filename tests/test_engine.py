@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from dagmirror import Mirror, MirrorConfig, PassFailed
-from dagmirror.errors import DestLocked, SourceConfigError, SourceUnavailable
+from dagmirror.errors import DestLocked, InstallError, SourceConfigError, SourceUnavailable
 from dagmirror.models import ListPage, RemoteObject, SyncReport
 from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemorySource
@@ -237,3 +238,36 @@ async def test_corrupt_state_file_is_set_aside_and_rebuilt(tmp_path: Path) -> No
 
 def md5(body: bytes) -> str:
     return hashlib.md5(body).hexdigest()
+
+
+async def test_unusable_dest_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(InstallError, match=r"cannot use .* as destination"):
+        await sync(MemorySource(FILES), tmp_path / "file" / "dags")
+
+
+async def test_disk_full_keeps_existing_files_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = MemorySource(FILES)
+    await sync(source, tmp_path)
+    source.put("dags/a.py", b"a = 2\n")
+    source.put("dags/new.py", b"new\n")
+    real_write = os.write
+
+    def full(fd: int, data: Any) -> int:
+        if len(data) > 2 and bytes(data[:2]) in (b"a ", b"ne"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    report = await sync(source, tmp_path)
+    assert report.failed == 2
+    assert all("No space left on device" in f.error for f in report.failures)
+    assert (tmp_path / "a.py").read_bytes() == b"a = 1\n"
+    assert not (tmp_path / "new.py").exists()
+    assert list((tmp_path / ".dagmirror" / "tmp").iterdir()) == []
+    monkeypatch.setattr(os, "write", real_write)
+    report = await sync(source, tmp_path)
+    assert (report.failed, report.downloaded) == (0, 2)
+    assert tree(tmp_path) == expected(source.objects)

@@ -216,13 +216,15 @@ class _LeanGet:
                 timeout=aiohttp.ClientTimeout(
                     sock_connect=config.connect_timeout, sock_read=config.read_timeout
                 ),
-                auto_decompress=False,  # bytes as stored, like the SDK: Content-Encoding is the object's business
+                auto_decompress=False,  # bytes as stored, like the SDK does: never decode Content-Encoding
                 skip_auto_headers=("User-Agent",),
             )
         )
         endpoint = str(client.meta.endpoint_url).rstrip("/")
         base = f"{endpoint}/{quote(config.source.bucket)}/"
-        return cls(http, credentials, client.meta.region_name or "us-east-1", base, redact_url(endpoint))
+        region = client.meta.region_name
+        region = "us-east-1" if region in (None, "", "aws-global") else str(region)
+        return cls(http, credentials, region, base, redact_url(endpoint))
 
     async def get(self, key: str, if_none_match: str | None) -> FetchedObject | NotModified:
         url = self._base + quote(key, safe="/~")
@@ -236,6 +238,11 @@ class _LeanGet:
                 return _fetched(key, body, _lean_fields(resp.headers, len(body)))
             if resp.status == 304:
                 return NotModified(if_none_match or "")
+            if "x-amz-bucket-region" in resp.headers and resp.status in (301, 400):
+                region = resp.headers["x-amz-bucket-region"]
+                raise SourceConfigError(
+                    f"the bucket is in region {region}, not {self._region}: pass --region {region}"
+                )
             code = _xml_field(_XML_CODE, body) or str(resp.status)
             message = _xml_field(_XML_MESSAGE, body) or resp.reason or code
             raise _classify(code, resp.status, message, f"GET {key} at {self._where}")
