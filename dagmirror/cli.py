@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -19,10 +20,12 @@ import orjson
 from dagmirror.config import DEFAULT_CONCURRENCY, MirrorConfig
 from dagmirror.engine import Mirror
 from dagmirror.errors import ConfigError, DagmirrorError, DestLocked, PassFailed, SourceConfigError
+from dagmirror.logs import setup_logging
 from dagmirror.models import SyncReport
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_GUARD = 0, 1, 2, 3
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("dagmirror")
 
 
@@ -32,67 +35,141 @@ def cli() -> None:
     """Mirror Airflow DAG folders from S3: fast, atomic, verified, safe."""
 
 
+def mirror_options(fn: F) -> F:
+    """Flags shared by `sync` and `run`; None means 'not given', so files and env can supply them."""
+    options = [
+        click.option("--endpoint-url", help="S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL)."),
+        click.option("--region", help="AWS region (default: the AWS chain, e.g. $AWS_REGION)."),
+        click.option(
+            "--concurrency", type=click.IntRange(1, 1024), help=f"Parallel GETs [{DEFAULT_CONCURRENCY}]."
+        ),
+        click.option("--include", multiple=True, metavar="GLOB", help="Mirror only matching relative paths."),
+        click.option(
+            "--exclude", multiple=True, metavar="GLOB", help="Never mirror matching relative paths."
+        ),
+        click.option(
+            "--max-delete-fraction", type=click.FloatRange(0.0, 1.0), help="Delete guard threshold [0.5]."
+        ),
+        click.option("--allow-mass-delete", is_flag=True, default=None, help="Override the delete guard."),
+        click.option(
+            "--transport",
+            type=click.Choice(["lean", "sdk"]),
+            help="lean (default): GETs over aiohttp signed by the AWS SDK; sdk: everything through aioboto3.",
+        ),
+        click.option(
+            "-v", "--verbose", count=True, help="-v info logging, -vv debug logging and tracebacks."
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _mirror_flags(params: dict[str, Any]) -> dict[str, Any]:
+    keys = ("endpoint_url", "region", "concurrency", "max_delete_fraction", "allow_mass_delete", "transport")
+    flags = {k: params[k] for k in keys if params.get(k) is not None}
+    flags |= {k: list(params[k]) for k in ("include", "exclude") if params.get(k)}
+    return flags
+
+
 @cli.command()
 @click.argument("source")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--endpoint-url", help="S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL).")
-@click.option("--region", help="AWS region (default: the AWS chain, e.g. $AWS_REGION).")
-@click.option("--concurrency", type=click.IntRange(1, 1024), default=DEFAULT_CONCURRENCY, show_default=True)
-@click.option("--include", multiple=True, metavar="GLOB", help="Mirror only matching relative paths.")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Never mirror matching relative paths.")
-@click.option("--max-delete-fraction", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
-@click.option("--allow-mass-delete", is_flag=True, help="Override the delete guard.")
-@click.option(
-    "--transport",
-    type=click.Choice(["lean", "sdk"]),
-    default="lean",
-    show_default=True,
-    help="lean: GETs over aiohttp signed by the AWS SDK (fast); sdk: every request through aioboto3.",
-)
+@mirror_options
 @click.option("--dry-run", is_flag=True, help="List and plan only: no download, no change to DEST.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line (last line).")
-@click.option("-v", "--verbose", count=True, help="-v progress details, -vv debug and tracebacks.")
+@click.option(
+    "--wait-for-source",
+    type=click.FloatRange(0, 86400),
+    metavar="SECONDS",
+    help="First wait (up to SECONDS) until the prefix lists at least one object: for init containers.",
+)
 def sync(
-    source: str,
-    dest: Path,
-    endpoint_url: str | None,
-    region: str | None,
-    concurrency: int,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    max_delete_fraction: float,
-    allow_mass_delete: bool,
-    transport: str,
-    dry_run: bool,
-    as_json: bool,
-    verbose: int,
+    source: str, dest: Path, dry_run: bool, as_json: bool, wait_for_source: float | None, **params: Any
 ) -> None:
     """Make DEST an exact mirror of SOURCE (s3://bucket/prefix), once."""
-    _setup_logging(verbose)
+    verbose = int(params.pop("verbose"))
+    setup_logging(verbose)
     try:
-        config = MirrorConfig.create(
-            source,
-            dest,
-            include=include,
-            exclude=exclude,
-            endpoint_url=endpoint_url,
-            region=region,
-            concurrency=concurrency,
-            max_delete_fraction=max_delete_fraction,
-            allow_mass_delete=allow_mass_delete,
-            transport=transport,
-            dry_run=dry_run,
-        )
-        report = _run(_sync_once(config, show_progress=not as_json and sys.stderr.isatty()))
+        flags = _mirror_flags(params)
+        config = MirrorConfig.create(source, dest, dry_run=dry_run, **flags)
+        show_progress = not as_json and sys.stderr.isatty()
+        report = _run(_sync_once(config, show_progress=show_progress, wait=wait_for_source))
     except DagmirrorError as exc:
         _die(exc, verbose)
-    except Exception as exc:  # a bug: still one line (the traceback with -vv), never a half-done silence
-        if verbose >= 2:
-            log.exception("traceback")
-        click.echo(f"dagmirror: internal error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+    except Exception as exc:  # a bug: still one line (the traceback with -vv), never a silent half-done run
+        _internal_error(exc, verbose)
     _print_report(report, as_json)
     sys.exit(exit_code(report))
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file."
+)
+@click.option("--interval", type=click.FloatRange(0.1), help="Seconds between passes [30].")
+@click.option("--jitter", type=click.FloatRange(0, 1), help="Random +- fraction of the interval [0.1].")
+@click.option("--http", help="HOST:PORT for /healthz /readyz /metrics [127.0.0.1:9090]; 'off' disables.")
+@click.option(
+    "--staleness",
+    type=click.FloatRange(1),
+    help="Not ready when the last success is older [max(120, 4*interval)].",
+)
+@click.option(
+    "--grace", type=click.FloatRange(0), help="Seconds a pass in flight may take to finish on SIGTERM [30]."
+)
+@click.option("--audit-dir", type=click.Path(file_okay=False, path_type=Path), help="Local audit folder.")
+@click.option(
+    "--audit-s3", metavar="s3://BUCKET", help="Ship audit records to s3://BUCKET/metadata/sync-logs/."
+)
+@mirror_options
+def run(source: str | None, dest: Path | None, config_file: Path | None, **params: Any) -> None:
+    """Keep DEST mirrored: a pass at start, then one every interval; SIGUSR1 asks for a pass now."""
+    from dagmirror.service import Service, ServiceConfig
+    from dagmirror.settings import load_settings
+
+    verbose = int(params.pop("verbose"))
+    setup_logging(max(verbose, 1))
+    service_keys = ("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3")
+    flags: dict[str, Any] = {k: params[k] for k in service_keys if params.get(k) is not None}
+    flags |= _mirror_flags(params) | {"source": source, "dest": str(dest) if dest else None}
+    try:
+        settings = load_settings(config_file, os.environ, flags)
+        options = dict(settings.service)
+        if options.get("http") == "off":
+            options["http"] = None
+        if "audit_dir" in options:
+            options["audit_dir"] = Path(options["audit_dir"])
+        mappings = tuple(_mapping(name, cfg) for name, cfg in settings.mirrors)
+        service = Service(ServiceConfig(mappings, **options), sink_factory=_audit_sink(options, mappings))
+        code = _run(service.run())
+    except DagmirrorError as exc:
+        _die(exc, verbose)
+    sys.exit(code)
+
+
+def _mapping(name: str, config: MirrorConfig) -> Any:
+    from dagmirror.service import Mapping
+
+    return Mapping(name, config)
+
+
+def _audit_sink(options: dict[str, Any], mappings: tuple[Any, ...]) -> Any:
+    target = options.get("audit_s3")
+    if target is None:
+        return None
+    first: MirrorConfig = mappings[0].config
+
+    async def open_sink() -> Any:
+        from dagmirror.source.s3 import S3Sink
+
+        return await S3Sink.open(
+            target.bucket, endpoint_url=first.endpoint_url, region=first.region, profile=first.profile
+        )
+
+    return open_sink
 
 
 def exit_code(report: SyncReport) -> int:
@@ -101,8 +178,10 @@ def exit_code(report: SyncReport) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-async def _sync_once(config: MirrorConfig, *, show_progress: bool) -> SyncReport:
+async def _sync_once(config: MirrorConfig, *, show_progress: bool, wait: float | None) -> SyncReport:
     async with Mirror(config) as mirror:
+        if wait is not None:
+            await mirror.wait_for_source(wait)
         progress = asyncio.create_task(_progress_line(mirror)) if show_progress else None
         try:
             return await mirror.sync_once()
@@ -154,20 +233,18 @@ def _print_report(report: SyncReport, as_json: bool) -> None:
 def _die(exc: DagmirrorError, verbose: int) -> NoReturn:
     if verbose >= 2:
         log.exception("traceback")
-    click.echo(f"dagmirror: error: {exc}", err=True)
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        click.echo(f"dagmirror: error: {line}", err=True)
     cause = exc.cause if isinstance(exc, PassFailed) else exc
     usage = isinstance(cause, (ConfigError, SourceConfigError, DestLocked))
     sys.exit(EXIT_USAGE if usage else EXIT_FAILED)
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("dagmirror: %(levelname)s: %(message)s"))
-    root = logging.getLogger("dagmirror")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+def _internal_error(exc: Exception, verbose: int) -> NoReturn:
+    if verbose >= 2:
+        log.exception("traceback")
+    click.echo(f"dagmirror: internal error: {type(exc).__name__}: {exc}", err=True)
+    sys.exit(EXIT_FAILED)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 from dagmirror.config import MirrorConfig
-from dagmirror.errors import DagmirrorError, InstallError, ObjectVanished, PassFailed, PathBlocked
+from dagmirror.errors import (
+    DagmirrorError,
+    InstallError,
+    ObjectVanished,
+    PassFailed,
+    PathBlocked,
+    SourceError,
+    SourceUnavailable,
+)
 from dagmirror.install import Tree
 from dagmirror.keys import key_to_path
 from dagmirror.models import (
@@ -26,6 +34,7 @@ from dagmirror.models import (
     Decision,
     Failure,
     FetchedObject,
+    Installed,
     LocalStat,
     NotModified,
     Rejection,
@@ -122,6 +131,28 @@ class Mirror:
         self._executor.shutdown(wait=True)  # an install in a thread finishes its rename or removes its temp
         self._tree.close()
 
+    async def wait_for_source(self, seconds: float) -> None:
+        """Return once the prefix lists at least one object; retry until `timeout` (init containers: the
+        workers must not start before their DAGs exist). Missing buckets and outages are retried too."""
+        await self.open()
+        assert self._source is not None
+        deadline = time.monotonic() + seconds
+        delay = 0.25
+        while True:
+            try:
+                page = await self._source.list_page(self.config.source.prefix, delimiter=False, token=None)
+                if page.objects:
+                    return
+                why = f"{self.config.source} lists no objects"
+            except SourceError as exc:
+                why = str(exc)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SourceUnavailable(f"source not ready after {seconds:g}s: {why}")
+            log.info("waiting for the source: %s", why)
+            await self._sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)
+
     async def sync_once(self) -> SyncReport:
         """One pass. Raises PassFailed if the listing could not complete (nothing is deleted then)."""
         async with self._pass_lock:
@@ -173,6 +204,7 @@ class _Pass:
         self.counts |= {"downloaded": 0, "bytes": 0, "retries": 0, "listed": 0}
         self.rejections: list[Rejection] = []
         self.failures: list[Failure] = []
+        self.installed: list[Installed] = []
         self.deferred: list[tuple[_Job, FetchedObject, str, str]] = []
         self.state: State = State(str(cfg.source))
         self.requests_before = source.request_counts()
@@ -356,6 +388,9 @@ class _Pass:
             return
         size = len(fetched.body)
         self._record(job.path, StateEntry(fetched.etag, size, digest, local.size, local.mtime_ns, local.ino))
+        self.installed.append(
+            Installed(job.path, job.obj.key, fetched.etag, digest, size, job.decision.reason)
+        )
         self.counts["downloaded"] += 1
         self.counts["restored"] += job.decision.reason == "restore"
         self.counts["bytes"] += size
@@ -464,6 +499,7 @@ class _Pass:
             rejections=tuple(self.rejections),
             failures=tuple(self.failures),
             tombstones=tuple(tombstones),
+            installed=tuple(self.installed),
             requests=requests,
         )
 

@@ -89,6 +89,18 @@ class Tombstone:
 
 
 @dataclass(frozen=True, slots=True)
+class Installed:
+    """One file a pass wrote (for audit records): why, and exactly which bytes."""
+
+    path: str
+    key: str
+    etag: str
+    xxh3: str
+    size: int
+    reason: str  # new, changed, restore, replace
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     key: str
     reason: str
@@ -146,6 +158,7 @@ class SyncReport:
     rejections: tuple[Rejection, ...] = ()
     failures: tuple[Failure, ...] = ()
     tombstones: tuple[Tombstone, ...] = ()
+    installed: tuple[Installed, ...] = ()  # not in to_dict(): a cold pass can install 100k files
     requests: dict[str, int] = field(default_factory=dict)
 
     @property

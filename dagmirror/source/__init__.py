@@ -24,3 +24,13 @@ class ObjectSource(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ObjectSink(Protocol):
+    """Somewhere to write objects (audit batches now, deploys later)."""
+
+    async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
+        """Store `body` at `key`; return the new version id when the bucket is versioned."""
+        ...
+
+    async def aclose(self) -> None: ...

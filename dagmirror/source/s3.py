@@ -6,6 +6,8 @@ import asyncio
 import re
 from collections import Counter
 from contextlib import AsyncExitStack
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -128,6 +130,37 @@ class S3Source:
 
     def _translated(self, op: str, target: str) -> _Translate:
         return _Translate(self, op, target)
+
+
+class S3Sink:
+    """PutObject on one bucket, through the same translation of SDK errors as the source."""
+
+    def __init__(self, source: S3Source) -> None:
+        self._source = source
+
+    @classmethod
+    async def open(
+        cls, bucket: str, *, endpoint_url: str | None, region: str | None, profile: str | None
+    ) -> S3Sink:
+        from dagmirror.config import S3Url  # local: only the bucket matters here
+
+        config = MirrorConfig(
+            S3Url(bucket, ""), Path("."), endpoint_url=endpoint_url, region=region, profile=profile
+        )
+        return cls(await S3Source.open(replace(config, transport="sdk", concurrency=4)))
+
+    async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
+        source = self._source
+        async with source._translated("PUT", key):
+            resp = await source._client.put_object(
+                Bucket=source._bucket, Key=key, Body=body, Metadata=metadata or {}
+            )
+        source._counts["PUT"] += 1
+        version = resp.get("VersionId")
+        return str(version) if version else None
+
+    async def aclose(self) -> None:
+        await self._source.aclose()
 
 
 class _NotModifiedSignal(Exception):

@@ -1,0 +1,69 @@
+"""/healthz, /readyz and /metrics on aiohttp. Read-only: nothing here changes state or shows a secret."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from dagmirror.errors import ConfigError
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Probes:
+    healthy: Callable[[], bool]
+    readiness: Callable[[], tuple[bool, dict[str, object]]]
+    metrics: Callable[[], bytes]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--http must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class HttpServer:
+    def __init__(self, listen: str, probes: Probes) -> None:
+        self.host, self.port = parse_listen(listen)
+        self._probes = probes
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
+        if self.port == 0:  # an ephemeral port (tests): report the real one
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else 0
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        ok = self._probes.healthy()
+        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        ready, detail = self._probes.readiness()
+        body = orjson.dumps({"ready": ready, "mappings": detail})
+        return web.Response(status=200 if ready else 503, body=body, content_type="application/json")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self._probes.metrics(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})

@@ -1,0 +1,46 @@
+"""Logging set-up: JSON lines (orjson) for machines, readable text for people on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus any `extra=` fields; tracebacks as a field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc |= {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode()
+
+
+def setup_logging(verbose: int, *, json_lines: bool | None = None) -> None:
+    """WARNING by default, INFO with -v, DEBUG with -vv. JSON lines unless stderr is a terminal."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if json_lines is None:
+        json_lines = not sys.stderr.isatty()
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        fmt = logging.Formatter("%(asctime)s dagmirror %(levelname)s: %(message)s", "%H:%M:%S")
+        fmt.converter = time.localtime
+        handler.setFormatter(fmt)
+    root = logging.getLogger("dagmirror")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
