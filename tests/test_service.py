@@ -1,0 +1,268 @@
+"""The daemon over the in-memory source: readiness, staleness, metrics, shutdown, audit, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientSession
+
+from dagmirror import Mirror, MirrorConfig
+from dagmirror.errors import ConfigError, SourceUnavailable
+from dagmirror.models import SyncReport
+from dagmirror.retry import RetryPolicy
+from dagmirror.service import Mapping, Service, ServiceConfig
+from dagmirror.settings import load_settings
+from dagmirror.source.memory import MemorySource
+
+FILES = {f"dags/team/f{i}.py": f"dag {i}\n".encode() for i in range(20)}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_service(tmp_path: Path, source: MemorySource, clock: Clock | None = None, **kw: Any) -> Service:
+    cfg = MirrorConfig.create("s3://bkt/dags", tmp_path / "dags", fsync=False, retry=RetryPolicy(attempts=1))
+    kw.setdefault("interval", 0.05)
+    kw.setdefault("http", "127.0.0.1:0")
+
+    def factory(c: MirrorConfig) -> Mirror:
+        return Mirror(c, source=source)
+
+    return Service(
+        ServiceConfig((Mapping("team", cfg),), host="test-host", **kw),
+        mirror_factory=factory,
+        clock=clock or time.time,
+    )
+
+
+async def get(service: Service, path: str) -> tuple[int, str]:
+    assert service.http is not None
+    async with ClientSession() as http, http.get(f"http://127.0.0.1:{service.http.port}{path}") as resp:
+        return resp.status, await resp.text()
+
+
+async def until(predicate: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_readiness_follows_first_pass_and_staleness_during_an_outage(tmp_path: Path) -> None:
+    source = MemorySource(FILES)
+    gate = asyncio.Event()
+    original = source.list_page
+
+    async def gated(*args: Any, **kw: Any) -> Any:
+        await gate.wait()
+        return await original(*args, **kw)
+
+    source.list_page = gated  # type: ignore[method-assign]
+    clock = Clock()
+    service = make_service(tmp_path, source, clock, staleness=60)
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: service.http is not None and service.http.port)
+    assert (await get(service, "/healthz"))[0] == 200
+    assert (await get(service, "/readyz"))[0] == 503  # no complete pass yet
+    gate.set()
+    await until(lambda: service.readiness()[0])
+    status, body = await get(service, "/readyz")
+    assert status == 200
+    assert orjson.loads(body)["mappings"]["team"]["completed_once"] is True
+    source.fault = lambda op, key: (_ for _ in ()).throw(SourceUnavailable("S3 is down"))
+    clock.now += 61  # the outage outlasts the staleness threshold
+    await until(lambda: not service.readiness()[0])
+    assert (await get(service, "/readyz"))[0] == 503
+    assert len(list((tmp_path / "dags" / "team").iterdir())) == 20  # the last good tree stays
+    source.fault = None
+    await until(lambda: service.readiness()[0])
+    service.stop()
+    assert await task == 0
+
+
+async def test_metrics_count_what_the_passes_did(tmp_path: Path) -> None:
+    source = MemorySource(FILES)
+    service = make_service(tmp_path, source)
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: service.metrics.passes.labels("team", "ok")._value.get() >= 2)
+    del source.objects["dags/team/f0.py"]
+    await until(lambda: service.metrics.objects.labels("team", "deleted")._value.get() == 1)
+    _, text = await get(service, "/metrics")
+    service.stop()
+    await task
+    assert 'dagmirror_objects_total{mapping="team",result="downloaded"} 20.0' in text
+    assert 'dagmirror_objects_total{mapping="team",result="deleted"} 1.0' in text
+    assert 'dagmirror_delete_guard_trips_total{mapping="team"} 0.0' in text
+    assert "dagmirror_pass_duration_seconds_bucket" in text
+    assert 'dagmirror_staleness_seconds{mapping="team"}' in text
+    assert "test" not in text.replace("test-host", "")  # nothing from the environment leaks in
+
+
+async def test_sigterm_lets_the_pass_in_flight_finish(tmp_path: Path) -> None:
+    source = MemorySource(FILES, latency=0.02)
+    service = make_service(tmp_path, source, interval=60, grace=10)
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: source.counts["GET"] >= 3)
+    service.stop()
+    assert await task == 0
+    files = list((tmp_path / "dags" / "team").iterdir())
+    assert len(files) == 20  # the pass completed inside the grace period
+    assert list((tmp_path / "dags" / ".dagmirror" / "tmp").iterdir()) == []
+    state = orjson.loads((tmp_path / "dags" / ".dagmirror" / "state.json").read_bytes())
+    assert len(state["entries"]) == 20
+
+
+async def test_grace_expiry_cancels_the_pass_and_leaves_no_torn_file(tmp_path: Path) -> None:
+    source = MemorySource(FILES, latency=0.3)
+    service = make_service(tmp_path, source, interval=60, grace=0.1, http=None)
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: source.counts["GET"] >= 2)
+    service.stop()
+    assert await task == 0
+    dest = tmp_path / "dags"
+    installed = list((dest / "team").iterdir()) if (dest / "team").exists() else []
+    assert len(installed) < 20  # the pass really was cut short
+    for path in installed:
+        assert path.read_bytes() == FILES["dags/team/" + path.name]
+    assert list((dest / ".dagmirror" / "tmp").iterdir()) == []
+
+
+async def test_audit_records_changes_only_and_never_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "audit-secret-never-written")
+    source = MemorySource(FILES)
+    service = make_service(tmp_path, source)
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: service.metrics.passes.labels("team", "ok")._value.get() >= 3)
+    service.stop()
+    await task
+    files = list((tmp_path / "dags" / ".dagmirror" / "audit").glob("*.jsonl"))
+    lines = [orjson.loads(line) for f in files for line in f.read_bytes().splitlines()]
+    assert len(lines) == 1  # unchanged passes are not audited
+    record = lines[0]
+    assert (record["host"], record["mapping"], record["result"]) == ("test-host", "team", "ok")
+    assert len(record["files"]) == 20
+    assert {"action", "key", "etag", "xxh3", "size"} <= set(record["files"][0])
+    assert "audit-secret-never-written" not in files[0].read_text()
+
+
+class RecordingSink:
+    def __init__(self, fail: int = 0) -> None:
+        self.puts: dict[str, bytes] = {}
+        self.fail = fail
+
+    async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
+        if self.fail:
+            self.fail -= 1
+            raise SourceUnavailable("S3 down")
+        self.puts[key] = body
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_audit_shipping_failure_keeps_records_and_retries(tmp_path: Path) -> None:
+    from dagmirror.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "audit", "host-1", clock=lambda: 86400.0 * 20000)
+    report = SyncReport("s3://b/p/", "d", False, 1, 1, 0, 0, 0, 0, 5, 0.1)
+    assert audit.append(report, mapping="m", pass_id="p1")
+    sink = RecordingSink(fail=1)
+    assert await audit.ship(sink) == 0
+    assert await audit.ship(sink) == 1
+    assert list(sink.puts) == ["metadata/sync-logs/host-1/2024-10-04.jsonl"]
+    assert await audit.ship(sink) == 0  # nothing new: not shipped twice
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "dagmirror.toml"
+    path.write_text(text)
+    return path
+
+
+def test_settings_file_env_and_flags_merge_in_that_order(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+interval = 10
+concurrency = 8
+[[mirror]]
+name = "a"
+source = "s3://bkt/dags/a"
+dest = "{tmp_path}/a"
+[[mirror]]
+name = "b"
+source = "s3://bkt/dags/b"
+dest = "{tmp_path}/b"
+exclude = ["*_test.py"]
+""",
+    )
+    settings = load_settings(
+        path, {"DAGMIRROR_INTERVAL": "20", "DAGMIRROR_CONCURRENCY": "16"}, {"concurrency": 32}
+    )
+    assert settings.service["interval"] == 20.0
+    names = [n for n, _ in settings.mirrors]
+    assert names == ["a", "b"]
+    assert all(c.concurrency == 32 for _, c in settings.mirrors)
+    assert settings.mirrors[1][1].filters.exclude == ("*_test.py",)
+
+
+def test_every_bad_field_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+interval = "soon"
+colour = "blue"
+[[mirror]]
+source = "ftp://nope"
+dest = "{tmp_path}/a"
+concurrency = "many"
+[[mirror]]
+source = "s3://bkt/x"
+[[mirror]]
+source = "s3://bkt/y"
+dest = "{tmp_path}/a/inner"
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {"DAGMIRROR_JITTER": "lots"}, {})
+    lines = str(info.value).splitlines()
+    assert any("interval" in line for line in lines)
+    assert any("unknown key 'colour'" in line for line in lines)
+    assert any("mirror[0].concurrency" in line for line in lines)
+    assert any("mirror[1].dest: missing" in line for line in lines)
+    assert any("DAGMIRROR_JITTER" in line for line in lines)
+    assert len(lines) >= 5
+
+
+def test_overlapping_dests_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+[[mirror]]
+source = "s3://bkt/a"
+dest = "{tmp_path}/a"
+[[mirror]]
+source = "s3://bkt/b"
+dest = "{tmp_path}/a/b"
+""",
+    )
+    with pytest.raises(ConfigError, match="overlaps"):
+        load_settings(path, {}, {})
+
+
+def test_invalid_toml_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(write(tmp_path, "interval = = 3"), {}, {})
