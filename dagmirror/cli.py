@@ -120,7 +120,7 @@ def sync(
 @click.option(
     "--grace", type=click.FloatRange(0), help="Seconds a pass in flight may take to finish on SIGTERM [30]."
 )
-@click.option("--audit-dir", type=click.Path(file_okay=False, path_type=Path), help="Local audit folder.")
+@click.option("--audit-dir", type=click.Path(file_okay=False), help="Local audit folder.")
 @click.option(
     "--audit-s3", metavar="s3://BUCKET", help="Ship audit records to s3://BUCKET/metadata/sync-logs/."
 )

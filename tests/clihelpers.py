@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from dagmirror.devtools.servers import s3_env
 
 
@@ -27,7 +28,7 @@ def dagmirror(
     *args: str | Path, endpoint: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> Run:
     cmd = [sys.executable, "-m", "dagmirror", *map(str, args)]
-    if args and args[0] == "sync":
+    if args and args[0] == "sync" and "--endpoint-url" not in args:
         cmd += ["--endpoint-url", endpoint]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=env or s3_env(endpoint), check=False

@@ -1,0 +1,31 @@
+"""Shared fixtures: one moto server per test session on loopback, a fresh bucket per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dagmirror.devtools.corpus import create_bucket
+from dagmirror.devtools.servers import moto_server, s3_client
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 API over HTTP (moto server in a subprocess), stopped by pid at the end of the session."""
+    with moto_server() as server:
+        yield server.endpoint_url
+
+
+@pytest.fixture(scope="session")
+def s3(moto_endpoint: str) -> Any:
+    return s3_client(moto_endpoint)
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"dags-{uuid.uuid4().hex[:12]}"
+    create_bucket(s3, name)
+    return name
