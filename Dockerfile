@@ -1,0 +1,30 @@
+# dagmirror: the fleet sidecar / init container image.
+#   docker build -t dagmirror .
+#   docker run --rm dagmirror run s3://bucket/dags/production /dags --http 0.0.0.0:9090
+# Install steps live in docker/install.sh so CI can run exactly them without a Docker engine.
+
+FROM python:3.11.14-slim-bookworm AS build
+WORKDIR /src
+COPY docker/ ./docker/
+COPY pyproject.toml README.md ./
+COPY dagmirror/ ./dagmirror/
+RUN sh docker/install.sh /opt/dagmirror /src
+
+FROM python:3.11.14-slim-bookworm
+RUN groupadd --gid 10001 dagmirror \
+    && useradd --uid 10001 --gid 10001 --no-log-init --create-home --home-dir /home/dagmirror dagmirror \
+    && mkdir -p /dags \
+    && chown 10001:10001 /dags
+COPY --from=build /opt/dagmirror /opt/dagmirror
+ENV PATH=/opt/dagmirror/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+WORKDIR /home/dagmirror
+VOLUME ["/dags"]
+EXPOSE 9090
+# /healthz answers while the loop is alive; probes for traffic should use /readyz (see docs/operations.md).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/healthz', timeout=4)"]
+ENTRYPOINT ["dagmirror"]
+CMD ["--help"]
