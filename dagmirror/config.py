@@ -38,8 +38,12 @@ class S3Url:
 
 
 def redact_url(url: str) -> str:
-    """Drop user:password from a URL before it is shown anywhere."""
-    parts = urlsplit(url)
+    """Drop user:password from a URL before it is shown anywhere, parsable or not."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. 'http://user:pw@[::1': still never shown with its credentials
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""
@@ -115,6 +119,9 @@ class MirrorConfig:
         return cfg
 
     def validate(self) -> None:
+        for name in ("concurrency", "list_concurrency", "fanout_depth"):
+            if not isinstance(getattr(self, name), int):  # 2.5 workers would fail deep inside a pass
+                raise ConfigError(f"{name} must be a whole number, got {getattr(self, name)!r}")
         _in_range("concurrency", self.concurrency, 1, 1024)
         _in_range("list_concurrency", self.list_concurrency, 1, 256)
         _in_range("fanout_depth", self.fanout_depth, 0, 8)

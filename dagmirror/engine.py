@@ -58,6 +58,9 @@ from dagmirror.verify import verify
 
 log = logging.getLogger("dagmirror")
 T = TypeVar("T")
+# How far a body may outgrow its listed size before the GET is abandoned: room for an object rewritten
+# between LIST and GET, while a server sending a huge body for a small key costs at most this much memory.
+BODY_ROOM = 1 << 20
 
 
 @dataclass(slots=True)
@@ -369,10 +372,21 @@ class _Pass:
         await self._install(job, fetched, digest, defer_blocked=True)
 
     async def _fetch(self, job: _Job) -> tuple[FetchedObject, str] | NotModified:
-        result = await self.source.get(job.obj.key, if_none_match=job.decision.if_none_match)
+        result = await self._get(job.obj.key, job.decision.if_none_match, job.obj.size)
         if isinstance(result, NotModified):
             return result
-        return result, verify(result)
+        return result, verify(result, listed=job.obj)
+
+    async def _get(self, key: str, if_none_match: str | None, size: int) -> FetchedObject | NotModified:
+        """GET with the body bounded by the expected size where the source can bound it (S3Source can;
+        ObjectSource.get has no such parameter yet, so the engine asks for it by name)."""
+        at_most = getattr(self.source, "get_at_most", None)
+        if at_most is None:
+            return await self.source.get(key, if_none_match=if_none_match)
+        result: FetchedObject | NotModified = await at_most(
+            key, if_none_match=if_none_match, max_bytes=max(size, 0) + BODY_ROOM
+        )
+        return result
 
     async def _install(self, job: _Job, fetched: FetchedObject, digest: str, *, defer_blocked: bool) -> None:
         try:
@@ -431,15 +445,50 @@ class _Pass:
             return plan.refused, []
         if self.cfg.dry_run:
             return None, [Tombstone(p, self.prefix + p, self.state.entries[p].etag, 0.0) for p in plan.paths]
+        paths = await self._confirmed_gone(plan.paths)
         now = self.m._clock()
-        tombstones = [Tombstone(p, self.prefix + p, self.state.entries[p].etag, now) for p in plan.paths]
-        if plan.paths:
-            await self.m._io(self._delete_paths, plan.paths)
-            for path in plan.paths:
+        tombstones = [Tombstone(p, self.prefix + p, self.state.entries[p].etag, now) for p in paths]
+        if paths:
+            await self.m._io(self._delete_paths, paths)
+            for path in paths:
                 del self.state.entries[path]
             self.state.bury(tombstones)
             self.dirty = True
         return None, tombstones
+
+    async def _confirmed_gone(self, paths: tuple[str, ...]) -> tuple[str, ...]:
+        """The paths whose objects are really gone. A listing can leave keys out and still look complete
+        (a broken server, proxy or cache), so a path whose key the listing did not return at all is deleted
+        only once a conditional GET answers 404. Keys listed but rejected need no question."""
+        listed = {r.key for r in self.rejections}
+        gone = {p for p in paths if self.prefix + p in listed}
+        todo: asyncio.Queue[str] = asyncio.Queue()
+        for path in paths:
+            if path not in gone:
+                todo.put_nowait(path)
+
+        async def confirmer() -> None:
+            while not todo.empty():
+                path = todo.get_nowait()
+                if await self._is_gone(path):
+                    gone.add(path)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(self.cfg.concurrency, todo.qsize())):
+                tg.create_task(confirmer())
+        return tuple(p for p in paths if p in gone)
+
+    async def _is_gone(self, path: str) -> bool:
+        key, entry = self.prefix + path, self.state.entries[path]
+        try:
+            await self._retry(partial(self._get, key, entry.etag or None, entry.size))
+        except ObjectVanished:
+            return True
+        except DagmirrorError as exc:
+            self._fail(key, f"kept: not in the listing, and its deletion could not be confirmed: {exc}")
+            return False
+        self._fail(key, "kept: not in the listing, yet the object exists (the listing was incomplete)")
+        return False
 
     def _delete_paths(self, paths: tuple[str, ...]) -> None:
         for path in paths:

@@ -72,3 +72,15 @@ class PassFailed(DagmirrorError):
         super().__init__(message)
         self.cause = cause
         self.transient = cause.transient
+
+
+class DeployRefused(DagmirrorError):
+    """Validation refused a deploy before anything was written; one line per problem. The CLI exits 4."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems) or "deploy refused")
+        self.problems = tuple(problems)
+
+
+class GuardRefused(DagmirrorError):
+    """The delete guard refused a deploy's deletions, so nothing was written at all. The CLI exits 3."""

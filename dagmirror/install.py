@@ -25,6 +25,8 @@ from dagmirror.models import LocalDigest, LocalStat
 
 _DirLookup = Callable[[str], int | None]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# dagmirror's own files: a symlink planted in their place must make open fail, never redirect a write.
+_META_FLAGS = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_SUFFIX = ".part"
 JOURNAL = "journal"
 
@@ -66,7 +68,7 @@ class Tree:
         if self.meta.is_symlink():
             raise InstallError(f"{self.meta} is a symlink; refusing to use it")
         (self.meta / "tmp").mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        lock_fd = os.open(self.meta / "lock", os.O_RDWR | _META_FLAGS, 0o644)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -95,13 +97,11 @@ class Tree:
 
     # -- intent journal: a path is appended before its rename, so a kill -9 cannot orphan a file ------------
     def _read_journal(self) -> list[str]:
-        path = self.meta / JOURNAL
-        try:
-            text = path.read_text("utf-8", errors="replace")
-        except FileNotFoundError:
-            text = ""
-        self._journal_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        return [line for line in text.split("\n") if line]
+        self._journal_fd = fd = os.open(self.meta / JOURNAL, os.O_RDWR | os.O_APPEND | _META_FLAGS, 0o644)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return [line for line in b"".join(chunks).decode("utf-8", "replace").split("\n") if line]
 
     def reset_journal(self) -> None:
         """Called once the state file records everything the journal named."""
@@ -180,20 +180,26 @@ class Tree:
         return removed
 
     def write_meta(self, name: str, data: bytes) -> None:
-        """Atomically replace DEST/.dagmirror/NAME (the state file)."""
+        """Atomically replace DEST/.dagmirror/NAME (the state file). The temp is written in the temp folder,
+        so a failed write (a full disk) or a kill -9 leaves nothing that `clean_temps` does not remove."""
+        tmp_fd = self._require(self._tmp_fd)
         meta_fd = os.open(self.meta, _DIR_FLAGS)
+        temp = f"{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         try:
-            temp = f".{name}.{secrets.token_hex(4)}.tmp"
-            self._write_temp(meta_fd, temp, data)
-            os.replace(temp, name, src_dir_fd=meta_fd, dst_dir_fd=meta_fd)
+            self._write_temp(tmp_fd, temp, data)
+            os.replace(temp, name, src_dir_fd=tmp_fd, dst_dir_fd=meta_fd)
             if self.fsync:
                 os.fsync(meta_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=tmp_fd)
+            raise
         finally:
             os.close(meta_fd)
 
     # -- internals -------------------------------------------------------------------------------------------
     def _write_temp(self, dir_fd: int, name: str, body: bytes) -> os.stat_result:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_EXCL | _META_FLAGS
         try:
             fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
         except OSError as exc:

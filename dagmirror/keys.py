@@ -19,6 +19,9 @@ MAX_PATH_BYTES = 4000  # below PATH_MAX (4096) once DEST itself is prepended
 
 # C0 controls, DEL and C1 controls: invisible in logs, and NUL cannot be in a path at all.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Bidirectional overrides and isolates make a name display as another ('evil\u202eyp.py' shows as
+# 'evilpy.py'); line and paragraph separators split log lines. Neither has a place in a DAG path.
+_DISGUISE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 def key_to_path(key: str, prefix: str) -> str | Rejection | None:
@@ -26,7 +29,11 @@ def key_to_path(key: str, prefix: str) -> str | Rejection | None:
     if not key.startswith(prefix):
         return Rejection(key, "key is outside the source prefix")
     rel = key[len(prefix) :]
-    if rel == "" or rel.endswith("/"):
+    if rel.endswith("/"):  # a folder marker: nothing to write, but a hostile one is still reported
+        folder = rel.rstrip("/")
+        reason = _unsafe_reason(folder) if folder else None
+        return Rejection(key, reason) if reason else None
+    if rel == "":
         return None
     reason = _unsafe_reason(rel)
     return Rejection(key, reason) if reason else rel
@@ -35,6 +42,8 @@ def key_to_path(key: str, prefix: str) -> str | Rejection | None:
 def _unsafe_reason(rel: str) -> str | None:  # noqa: PLR0911 - one return per rule reads best
     if _CONTROL.search(rel):
         return "control character in key"
+    if _DISGUISE.search(rel):
+        return "bidirectional-override or line-separator character in key"
     if "\\" in rel:
         return "backslash in key"
     if rel.startswith("/"):

@@ -78,7 +78,9 @@ class CollisionFilter:
             else:
                 still.append(held)
         self._pending = still
-        if obj is not None and not obj.key.endswith("/"):
+        if obj is not None and obj.key.endswith("/"):
+            released.append(obj)  # a folder marker collides with nothing; key_to_path skips or rejects it
+        elif obj is not None:
             self._pending.append(obj)
         return released, rejected
 

@@ -53,6 +53,7 @@ _PER_MAPPING = ("name", "source", "dest")
 _RANGES = {
     "interval": (0.1, 86400.0),
     "jitter": (0.0, 1.0),
+    "staleness": (1.0, 365 * 86400.0),  # 0, negative, inf or NaN would make /readyz never (or always) ready
     "grace": (0.0, 3600.0),
     "max_backoff": (0.1, 86400.0),
 }
@@ -68,7 +69,8 @@ def load_settings(path: Path | None, env: Mapping[str, str], flags: Mapping[str,
     """Merge file < env < flags; `flags` may carry `source`/`dest` for a single mapping named 'default'."""
     errors: list[str] = []
     doc = _read_toml(path, errors) if path else {}
-    unknown = set(doc) - set(SERVICE_KEYS) - set(MIRROR_KEYS) - {"mirror"}
+    # `[deploy]` belongs to `dagmirror deploy` (dagmirror/deploy/config.py): one file can serve both.
+    unknown = set(doc) - set(SERVICE_KEYS) - set(MIRROR_KEYS) - {"mirror", "deploy"}
     errors += [f"{path}: unknown key {k!r}" for k in sorted(unknown)]
     service = {k: doc[k] for k in SERVICE_KEYS if k in doc}
     defaults = {k: doc[k] for k in MIRROR_KEYS if k in doc and k not in _PER_MAPPING}

@@ -8,6 +8,7 @@ dagmirror itself installed. Written atomically (temp, fsync, rename) at the end 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,12 +55,12 @@ def load_state(meta_dir: Path, source: str) -> State:
     """Read the manifest; a missing one is an empty state, an unreadable one is set aside, never fatal."""
     path = meta_dir / STATE_FILE
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # a planted symlink is not followed
+        with os.fdopen(fd, "rb") as fh:
+            return _parse(orjson.loads(fh.read()), source)
     except FileNotFoundError:
         return State(source)
-    try:
-        return _parse(orjson.loads(raw), source)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
         aside = path.with_suffix(".corrupt")
         path.replace(aside)
         log.warning(

@@ -10,7 +10,7 @@ import zlib
 import xxhash
 
 from dagmirror.errors import IntegrityError
-from dagmirror.models import FetchedObject
+from dagmirror.models import FetchedObject, RemoteObject
 
 _PLAIN_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
@@ -24,11 +24,17 @@ def xxh3_hex(body: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(body)
 
 
-def verify(obj: FetchedObject) -> str:
-    """Return the body's xxh3-128 hex, or raise IntegrityError naming the first check that failed."""
+def verify(obj: FetchedObject, listed: RemoteObject | None = None) -> str:
+    """Return the body's xxh3-128 hex, or raise IntegrityError naming the first check that failed.
+
+    `listed` is the object as the listing showed it: for the same ETag the size must match too, the one
+    check left when the ETag is not an MD5 (multipart, SSE-KMS) and no checksum came with the body.
+    """
     body = obj.body
     if len(body) != obj.content_length:
         raise IntegrityError(f"{obj.key}: got {len(body)} bytes, Content-Length said {obj.content_length}")
+    if listed is not None and listed.etag == obj.etag and len(body) != listed.size:
+        raise IntegrityError(f"{obj.key}: got {len(body)} bytes, the listing said {listed.size} (same ETag)")
     if not obj.kms_or_customer_key and is_md5_etag(obj.etag):
         md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
         if md5 != obj.etag:

@@ -31,6 +31,12 @@ HOSTILE = {
     "dags/dev/" + "é" * 128: "path segment longer than 255 bytes",
     "dags/dev/.dagmirror/state.json": "'.dagmirror/' is reserved for dagmirror's state",
     "dags/other/x.py": "key is outside the source prefix",
+    "dags/dev/evil\u202eyp.py": "bidirectional-override or line-separator character in key",
+    "dags/dev/iso\u2066x\u2069.py": "bidirectional-override or line-separator character in key",
+    "dags/dev/line\u2028sep.py": "bidirectional-override or line-separator character in key",
+    "dags/dev/../": "'..' path segment",  # a folder marker that climbs is reported, not skipped
+    "dags/dev/a/../../": "'..' path segment",
+    "dags/dev/.dagmirror/": "'.dagmirror/' is reserved for dagmirror's state",
 }
 
 
@@ -80,6 +86,12 @@ def test_any_accepted_key_stays_inside_dest(rel: str) -> None:
     assert not any(unicodedata.category(c) == "Cc" for c in result)
     assert all(0 < len(seg.encode()) <= 255 for seg in result.split("/"))
     assert result.split("/")[0] != ".dagmirror"
+
+
+@given(st.text(min_size=1, max_size=60).map(lambda s: s + "/"))
+def test_any_folder_marker_is_skipped_or_rejected_never_mapped(rel: str) -> None:
+    result = key_to_path(PREFIX + rel, PREFIX)
+    assert result is None or (isinstance(result, Rejection) and result.reason)
 
 
 @given(st.lists(st.sampled_from(["a", "b", "..", ".", "", "c.py", "\\", "\x00"]), min_size=1, max_size=6))

@@ -192,7 +192,9 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_settings_file_env_and_flags_merge_in_that_order(tmp_path: Path) -> None:
+def test_settings_file_env_and_flags_merge_in_that_order_and_the_deploy_table_is_left_to_deploy(
+    tmp_path: Path,
+) -> None:
     path = write(
         tmp_path,
         f"""
@@ -207,6 +209,8 @@ name = "b"
 source = "s3://bkt/dags/b"
 dest = "{tmp_path}/b"
 exclude = ["*_test.py"]
+[deploy]
+bucket_url = "s3://bkt/dags/"
 """,
     )
     settings = load_settings(

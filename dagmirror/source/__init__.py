@@ -1,8 +1,10 @@
-"""Where objects come from. `ObjectSource` is the seam: `s3.py` (the only module that imports the AWS SDK)
-and `memory.py` (an in-memory fake with latency and failure injection, for unit tests) implement it."""
+"""Where objects come from and go to. `ObjectSource` and `ObjectSink`/`DeployStore` are the seams: `s3.py`
+(the only module that imports the AWS SDK) and `memory.py` (in-memory fakes with latency and failure
+injection, for unit tests) implement them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from dagmirror.models import FetchedObject, ListPage, NotModified
@@ -27,10 +29,76 @@ class ObjectSource(Protocol):
 
 
 class ObjectSink(Protocol):
-    """Somewhere to write objects (audit batches now, deploys later)."""
+    """Somewhere to write objects: audit batches, deploy records."""
 
     async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
         """Store `body` at `key`; return the new version id when the bucket is versioned."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LiveObject:
+    """The current version of a key. `version_id` is None in a bucket that never had versioning."""
+
+    key: str
+    version_id: str | None
+    etag: str  # without quotes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHead:
+    """What HEAD says about one version: enough to compare contents without downloading them."""
+
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+    meta_xxh3: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """The version a server-side copy created."""
+
+    version_id: str | None
+    etag: str
+
+
+class DeployStore(ObjectSink, Protocol):
+    """The bucket `dagmirror deploy` writes to: versioned listings and reads, server-side copies, deletes.
+    Implementations raise only dagmirror.errors.SourceError subclasses."""
+
+    async def list_live(self, prefix: str) -> tuple[LiveObject, ...]:
+        """The current version of every key under `prefix` (deleted keys left out), sorted by key."""
+        ...
+
+    async def list_keys(self, prefix: str) -> tuple[str, ...]:
+        """Every key under `prefix`, sorted."""
+        ...
+
+    async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
+        """One version of an object, whole (the current one when `version_id` is None)."""
+        ...
+
+    async def head(self, key: str, version_id: str | None = None) -> ObjectHead | None:
+        """Metadata of one version (the current one when `version_id` is None); None if it does not exist."""
+        ...
+
+    async def copy(self, source_key: str, version_id: str | None, key: str) -> Copied:
+        """Server-side copy of one version (metadata included) to `key`, which it makes current."""
+        ...
+
+    async def delete(self, key: str) -> str | None:
+        """Delete `key`; in a versioned bucket, return the id of the delete marker (older versions stay)."""
+        ...
+
+    async def versioning(self) -> str:
+        """The bucket's versioning status: 'Enabled', 'Suspended', or '' when it was never enabled."""
+        ...
+
+    async def caller_identity(self) -> str | None:
+        """Who the credentials belong to (an ARN), or None when that cannot be found out. Never raises."""
+        ...

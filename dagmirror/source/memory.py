@@ -1,4 +1,5 @@
-"""In-memory ObjectSource for unit tests: S3 listing semantics, ETags, 304s, injectable latency and faults."""
+"""In-memory fakes for unit tests: `MemorySource` (an ObjectSource with S3 listing semantics, ETags, 304s,
+injectable latency and faults) and `MemoryStore` (a versioned DeployStore)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import bisect
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from dagmirror.errors import ObjectVanished, SourceConfigError, SourceError
 from dagmirror.models import FetchedObject, ListPage, NotModified, RemoteObject
+from dagmirror.source import Copied, LiveObject, ObjectHead
 
 # A fault hook sees (operation, key-or-prefix) and may raise a SourceError or return a replacement body.
 FaultHook = Callable[[str, str], bytes | None]
@@ -96,3 +99,140 @@ class MemorySource:
 
 def _etag(body: bytes) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+
+# A store fault hook sees (operation, key) and may raise a SourceError, e.g. to fail every PUT of one key.
+StoreFault = Callable[[str, str], None]
+
+
+@dataclass(slots=True)
+class _Version:
+    version_id: str | None
+    body: bytes | None  # None: a delete marker
+    metadata: dict[str, str]
+    etag: str
+
+
+class MemoryStore:
+    """In-memory DeployStore: one bucket with S3's versioning semantics (or none), ETags, metadata,
+    server-side copies and delete markers; `fault` injects errors, `opaque_etags` mimics SSE-KMS (ETags that
+    are not the body's MD5)."""
+
+    def __init__(
+        self,
+        objects: Mapping[str, bytes] | None = None,
+        *,
+        versioned: bool = True,
+        identity: str | None = None,
+        opaque_etags: bool = False,
+    ) -> None:
+        self.versioned = versioned
+        self.identity = identity
+        self.opaque_etags = opaque_etags
+        self.fault: StoreFault | None = None
+        self.counts: Counter[str] = Counter()
+        self.history: dict[str, list[_Version]] = {}  # oldest first
+        self._serial = 0
+        for key, body in (objects or {}).items():
+            self._write(key, body, {})
+
+    # -- helpers for tests -----------------------------------------------------------------------------------
+    def live(self) -> dict[str, bytes]:
+        """Current bodies by key (deleted keys left out)."""
+        return {k: v[-1].body for k, v in self.history.items() if v[-1].body is not None}
+
+    # -- DeployStore -----------------------------------------------------------------------------------------
+    async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
+        self._enter("PUT", key)
+        return self._write(key, body, dict(metadata or {})).version_id
+
+    async def list_live(self, prefix: str) -> tuple[LiveObject, ...]:
+        self._enter("LIST", prefix)
+        return tuple(
+            LiveObject(key, v.version_id, v.etag, len(v.body))
+            for key in sorted(self.history)
+            if key.startswith(prefix) and (v := self.history[key][-1]).body is not None
+        )
+
+    async def list_keys(self, prefix: str) -> tuple[str, ...]:
+        return tuple(o.key for o in await self.list_live(prefix))
+
+    async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
+        self._enter("GET", key)
+        found = self._find(key, version_id)
+        if found is None or found.body is None:
+            raise ObjectVanished(f"object {key!r} version {version_id} does not exist")
+        body = found.body
+        return FetchedObject(
+            key,
+            body,
+            found.etag,
+            len(body),
+            meta_xxh3=found.metadata.get("xxh3"),
+            version_id=found.version_id,
+        )
+
+    async def head(self, key: str, version_id: str | None = None) -> ObjectHead | None:
+        self._enter("HEAD", key)
+        found = self._find(key, version_id)
+        if found is None or found.body is None:
+            return None
+        return ObjectHead(key, found.version_id, found.etag, len(found.body), found.metadata.get("xxh3"))
+
+    async def copy(self, source_key: str, version_id: str | None, key: str) -> Copied:
+        self._enter("COPY", key)
+        found = self._find(source_key, version_id)
+        if found is None or found.body is None:
+            raise SourceError(
+                f"copy source {source_key!r} version {version_id} does not exist", transient=False
+            )
+        written = self._write(key, found.body, dict(found.metadata))
+        return Copied(written.version_id, written.etag)
+
+    async def delete(self, key: str) -> str | None:
+        self._enter("DELETE", key)
+        if not self.versioned:
+            self.history.pop(key, None)
+            return None
+        marker = _Version(self._next_id(), None, {}, "")
+        self.history.setdefault(key, []).append(marker)
+        return marker.version_id
+
+    async def versioning(self) -> str:
+        return "Enabled" if self.versioned else ""
+
+    async def caller_identity(self) -> str | None:
+        return self.identity
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _enter(self, op: str, key: str) -> None:
+        self.counts[op] += 1
+        if self.fault is not None:
+            self.fault(op, key)
+
+    def _write(self, key: str, body: bytes, metadata: dict[str, str]) -> _Version:
+        etag = _etag(body)
+        if self.opaque_etags:
+            self._serial += 1
+            etag = _etag(etag.encode() + str(self._serial).encode())
+        version = _Version(self._next_id(), body, metadata, etag)
+        if self.versioned:
+            self.history.setdefault(key, []).append(version)
+        else:
+            self.history[key] = [version]
+        return version
+
+    def _next_id(self) -> str | None:
+        if not self.versioned:
+            return None
+        self._serial += 1
+        return f"v{self._serial:06d}"
+
+    def _find(self, key: str, version_id: str | None) -> _Version | None:
+        versions = self.history.get(key, [])
+        if version_id is None:
+            return versions[-1] if versions else None
+        return next((v for v in versions if v.version_id == version_id), None)

@@ -1,0 +1,169 @@
+"""S3 over plain aiohttp for the only two requests a mirror pass makes: ListObjectsV2 and GetObject.
+
+No AWS SDK here: requests are signed by `sigv4.Signer` with credentials from a provider that `s3.py` builds
+from the SDK's credential chain, and LIST pages are parsed with the C XML parser without converting dates
+the mirror never reads. Errors come back as `LeanHTTPError` (status, S3 code, message) for `s3.py` to
+classify; transport errors (aiohttp, timeouts, OSError) propagate as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, unquote_plus
+from xml.etree import ElementTree
+
+import aiohttp
+from yarl import URL
+
+from dagmirror.models import ListPage, RemoteObject
+from dagmirror.source.sigv4 import Credentials, Signer
+
+CredentialsProvider = Callable[[], Awaitable[Credentials]]
+LIST_PAGE_KEYS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LeanResponse:
+    status: int  # 200 or 304
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class LeanHTTPError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str]) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class BodyTooLarge(Exception):
+    """The server sent more bytes than the listing said the object has."""
+
+
+class LeanS3:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        endpoint: str,
+        bucket: str,
+        signer: Signer,
+        credentials: CredentialsProvider,
+        *,
+        virtual_host: bool = False,
+    ) -> None:
+        url = URL(endpoint)
+        self._http = http
+        self._signer = signer
+        self._credentials = credentials
+        netloc = url.raw_host or ""
+        if url.explicit_port is not None:
+            netloc += f":{url.explicit_port}"
+        if virtual_host:
+            self._host, self._root = f"{bucket}.{netloc}", "/"
+        else:
+            self._host, self._root = netloc, f"/{quote(bucket, safe='')}/"
+        self._origin = f"{url.scheme}://{self._host}"
+
+    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
+        query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+        if delimiter:
+            query["delimiter"] = "/"
+        if token:
+            query["continuation-token"] = token
+        status, headers, body = await self._request(self._root, query, {}, limit=None)
+        if status != 200:
+            raise _error(status, headers, body)
+        return parse_list(body)
+
+    async def get(self, key: str, *, if_none_match: str | None, limit: int | None) -> LeanResponse:
+        """GetObject; `limit` bounds the body (the size the listing reported), so a hostile server cannot
+        make one small key cost unbounded memory."""
+        headers = {"x-amz-checksum-mode": "ENABLED"}
+        if if_none_match:
+            headers["If-None-Match"] = f'"{if_none_match}"'
+        status, out_headers, body = await self._request(
+            self._root + quote(key, safe="/~"), {}, headers, limit
+        )
+        if status in (200, 304):
+            return LeanResponse(status, out_headers, body)
+        raise _error(status, out_headers, body)
+
+    async def _request(
+        self, path: str, query: dict[str, str], headers: dict[str, str], limit: int | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        creds = await self._credentials()
+        signed = self._signer.headers(creds, "GET", self._host, path, query, headers)
+        qs = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
+        url = URL(self._origin + path + (f"?{qs}" if qs else ""), encoded=True)
+        async with self._http.get(url, headers=signed, allow_redirects=False) as resp:
+            if limit is None or resp.status != 200:
+                body = await resp.read()
+            else:
+                body = await _read_bounded(resp, limit)
+            return resp.status, resp.headers, body
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"Content-Length {declared} exceeds the listed size {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(f"body exceeds the listed size {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_list(body: bytes) -> ListPage:
+    """A ListObjectsV2 result (encoding-type=url) -> ListPage. Namespace-agnostic: servers differ."""
+    root = _parse_xml(body)
+    objects: list[RemoteObject] = []
+    prefixes: list[str] = []
+    truncated, token = False, None
+    for element in root:
+        tag = element.tag.rpartition("}")[2]
+        if tag == "Contents":
+            fields = {child.tag.rpartition("}")[2]: child.text or "" for child in element}
+            objects.append(
+                RemoteObject(
+                    unquote_plus(fields["Key"]), fields.get("ETag", "").strip('"'), int(fields["Size"])
+                )
+            )
+        elif tag == "CommonPrefixes":
+            prefixes += [unquote_plus(child.text or "") for child in element]
+        elif tag == "IsTruncated":
+            truncated = (element.text or "").strip() == "true"
+        elif tag == "NextContinuationToken":
+            token = element.text
+    if truncated and not token:
+        # Ending here would make a partial listing look complete, and its absent keys look deleted.
+        raise UntrustedXML("truncated LIST page without a continuation token")
+    return ListPage(tuple(objects), tuple(prefixes), token if truncated else None)
+
+
+class UntrustedXML(ValueError):
+    pass
+
+
+def _parse_xml(body: bytes) -> ElementTree.Element:
+    """S3 never sends a DTD; refusing any makes entity expansion (XML bombs, external entities) impossible,
+    which is what defusedxml would guard against."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise UntrustedXML("S3 response carries a DTD: refused")
+    return ElementTree.fromstring(body)  # noqa: S314 - DTDs refused above
+
+
+def _error(status: int, headers: Mapping[str, str], body: bytes) -> LeanHTTPError:
+    code = message = ""
+    if body.lstrip().startswith(b"<"):
+        try:
+            root = _parse_xml(body)
+        except (ElementTree.ParseError, UntrustedXML):
+            root = None
+        if root is not None:
+            fields = {child.tag.rpartition("}")[2]: child.text or "" for child in root}
+            code, message = fields.get("Code", ""), fields.get("Message", "")
+    return LeanHTTPError(status, code or str(status), message or code or str(status), headers)
