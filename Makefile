@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: venv demo test lint typecheck unit bench bench-quick clean
+.PHONY: venv demo test lint typecheck unit bench bench-quick soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench-quick: $(BENCH_STAMP)
 # The full comparison (tens of minutes); rewrites docs/benchmarks.md, docs/benchmarks.json and the plot.
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks --docs
+
+# The long reliability suites (1,000 chaos passes, 200 kill -9 trials, 100k-key scale; about 16 min);
+# short versions of each run in `make test`. Figures land in reliability-figures/ (see docs/reliability.md).
+soak: venv
+	$(PY) -m tests.soak --out reliability-figures
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-dags build *.egg-info
