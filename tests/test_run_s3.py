@@ -171,6 +171,12 @@ def test_wait_for_source_waits_for_the_bucket_then_syncs(s3: Any, moto_endpoint:
     )  # fmt: skip
     thread.join()
     assert run.code == 0, run.stderr
+    # The wait ends as soon as the prefix holds an object, possibly while the uploads are still landing:
+    # what the first pass mirrored is a non-empty, byte-exact part of them, and the next pass completes it.
+    first = local_tree(tmp_path / "d")
+    assert first
+    assert all(FILES[rel] == body for rel, body in first.items())
+    assert dagmirror("sync", f"s3://{name}/{PREFIX}", tmp_path / "d", endpoint=moto_endpoint).code == 0
     assert local_tree(tmp_path / "d") == FILES
 
 
