@@ -71,7 +71,12 @@ class AuditLog:
             + b"\n"
         )
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._file_for(now), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if self.directory.parent.name == ".dagmirror" and self.directory.is_symlink():
+            # The default folder lives inside DEST, where anyone who can write DEST could plant a link.
+            log.error("audit folder %s is a symlink: refusing to write through it", self.directory)
+            return False
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self._file_for(now), flags, 0o644)
         try:
             os.write(fd, line)  # one write of one line: concurrent appenders never interleave within it
         finally:

@@ -270,3 +270,16 @@ dest = "{tmp_path}/a/b"
 def test_invalid_toml_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_settings(write(tmp_path, "interval = = 3"), {}, {})
+
+
+def test_audit_never_writes_through_a_symlink_planted_in_dest(tmp_path: Path) -> None:
+    from dagmirror.audit import AuditLog
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder = tmp_path / "dags" / ".dagmirror"
+    folder.mkdir(parents=True)
+    (folder / "audit").symlink_to(outside)
+    report = SyncReport("s3://b/p/", str(tmp_path / "dags"), False, 1, 1, 0, 0, 0, 0, 10, 0.1)
+    assert not AuditLog(folder / "audit", "host").append(report, mapping="m", pass_id="p")
+    assert list(outside.iterdir()) == []
