@@ -54,6 +54,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--files", default="1000,10000", help="comma list of corpus sizes")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per tool and scenario (median reported)")
     ap.add_argument("--tools", default=",".join(ALL_TOOLS))
+    ap.add_argument(
+        "--slow-runs",
+        type=int,
+        default=1,
+        help="runs of the slow peers (Airflow S3Hook, boto3 loop) on corpora over 1,000 files",
+    )
     ap.add_argument("--scenarios", default="cold,noop,changed,deleted")
     ap.add_argument("--propagation", type=int, default=200, help="uploads for the latency figure (0: skip)")
     ap.add_argument(
@@ -99,7 +105,10 @@ def main(argv: list[str]) -> int:
             with server(name, workdir) as s:
                 client = s3_client(s.endpoint_url)
                 for files in [int(n) for n in args.files.split(",")]:
-                    bench = Bench(name, s.endpoint_url, client, files, tools, args.runs, workdir)
+                    slow = args.slow_runs if files > 1000 else None
+                    bench = Bench(
+                        name, s.endpoint_url, client, files, tools, args.runs, workdir, slow_runs=slow
+                    )
                     bench.setup()
                     for scenario in args.scenarios.split(","):
                         getattr(bench, scenario)()

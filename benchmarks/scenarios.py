@@ -20,6 +20,7 @@ from .peers import FLOORS, TOOLS, Target, Tool, module
 
 NOOP_PASSES = 10
 COLD_ONLY = frozenset({"boto3-loop"})
+SLOW = frozenset({"airflow", "boto3-loop"})  # runs capped by --slow-runs on large corpora
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Bench:
     runs: int
     workdir: Path
     seed: int = 7
+    slow_runs: int | None = None  # None: every tool gets `runs` runs
     log: Any = print
     truth: dict[str, str] = field(default_factory=dict)
     bodies: dict[str, bytes] = field(default_factory=dict)
@@ -87,8 +89,13 @@ class Bench:
                 result.samples.append(sample)
                 result.per_pass.append(float(orjson.loads(sample.stdout)["seconds"]))
 
+    def _capped(self, name: str, r: int) -> bool:
+        return self.slow_runs is not None and name in SLOW and r >= self.slow_runs
+
     def _round(self, results: dict[str, Result], r: int, kind: str, edits: frozenset[str]) -> None:
         for name in self._order(r, cold=kind == "cold"):
+            if self._capped(name, r):
+                continue
             dest = self._dest(name, kind)
             if kind == "cold":
                 shutil.rmtree(dest, ignore_errors=True)
@@ -104,8 +111,9 @@ class Bench:
             self._round(results, r, "cold", frozenset())
         for name, result in results.items():
             dest = self._dest(name, "cold")
-            shutil.rmtree(dest, ignore_errors=True)
-            result.requests = self._counted(TOOLS[name], dest)
+            if not self._capped(name, self.runs):  # capped tools keep their last timed mirror, uncounted
+                shutil.rmtree(dest, ignore_errors=True)
+                result.requests = self._counted(TOOLS[name], dest)
             shutil.rmtree(self._dest(name, "live"), ignore_errors=True)
             dest.rename(self._dest(name, "live"))
         self._floors("cold", ("floor-list", "floor-get"))
@@ -118,6 +126,8 @@ class Bench:
                 if name == "dagmirror":
                     if r == 0:  # the daemon's view: one process, ten passes
                         self._inproc(results[name], dest)
+                    continue
+                if self._capped(name, r):
                     continue
                 results[name].samples.append(self._run(TOOLS[name], dest))
         for name, result in results.items():

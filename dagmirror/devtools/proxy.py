@@ -263,6 +263,9 @@ class S3Proxy:
         ) as upstream:
             payload = await upstream.read()
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+            if request.method == "HEAD" and "Content-Length" in upstream.headers:
+                # A HEAD answer has no body: its Content-Length is the object's size, which clients read.
+                out_headers["Content-Length"] = upstream.headers["Content-Length"]
             return upstream.status, out_headers, payload
 
     def _count(self, key: str, *, injected: bool = False) -> None:
