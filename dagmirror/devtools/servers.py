@@ -104,6 +104,7 @@ def seaweedfs_server(workdir: Path, port: int | None = None) -> Iterator[S3Serve
         "-ip.bind=127.0.0.1",
         "-s3",
         f"-s3.port={port}",
+        "-s3.port.iceberg=0",  # its default 8181 would collide between two servers; we never use it
         f"-master.port={ports['master']}",
         f"-volume.port={ports['volume']}",
         f"-filer.port={ports['filer']}",
