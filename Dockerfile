@@ -23,7 +23,8 @@ USER 10001:10001
 WORKDIR /home/dagmirror
 VOLUME ["/dags"]
 EXPOSE 9090
-# /healthz answers while the loop is alive; probes for traffic should use /readyz (see docs/operations.md).
+# /healthz answers while `dagmirror run` (default --http 127.0.0.1:9090) is alive; Kubernetes probes should use
+# /readyz on the port given to --http (see docs/operations.md). One-shot `sync` containers exit before it matters.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/healthz', timeout=4)"]
 ENTRYPOINT ["dagmirror"]

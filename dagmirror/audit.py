@@ -22,6 +22,7 @@ from dagmirror.source import ObjectSink
 
 log = logging.getLogger("dagmirror")
 S3_PREFIX = "metadata/sync-logs"
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 def audit_record(report: SyncReport, *, mapping: str, pass_id: str, host: str, at: float) -> dict[str, Any]:
@@ -70,36 +71,76 @@ class AuditLog:
             orjson.dumps(audit_record(report, mapping=mapping, pass_id=pass_id, host=self.host, at=now))
             + b"\n"
         )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self.directory.parent.name == ".dagmirror" and self.directory.is_symlink():
-            # The default folder lives inside DEST, where anyone who can write DEST could plant a link.
-            log.error("audit folder %s is a symlink: refusing to write through it", self.directory)
-            return False
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(self._file_for(now), flags, 0o644)
         try:
-            os.write(fd, line)  # one write of one line: concurrent appenders never interleave within it
-        finally:
-            os.close(fd)
+            dir_fd = self._open_dir(create=True)
+            try:
+                fd = os.open(self._file_for(now).name, _APPEND, 0o644, dir_fd=dir_fd)
+                try:
+                    os.write(fd, line)  # one write of one line: concurrent appenders never interleave
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:  # a full disk or a planted link must never stop the mirror itself
+            log.warning("audit record not written to %s: %s", self.directory, exc)
+            return False
         return True
 
     async def ship(self, sink: ObjectSink) -> int:
-        """Upload each day file that grew since its last shipment; failures are logged and retried later."""
+        """Upload each day file that grew since its last shipment; failures are logged and retried later.
+        Files are read and markers written through the folder's fd with O_NOFOLLOW: a link planted in the
+        folder can neither make us upload another file nor overwrite one outside it."""
         shipped = 0
-        for path in sorted(self.directory.glob("*.jsonl")):
-            marker = path.with_name(path.name + ".shipped")
-            body = path.read_bytes()
-            done = int(marker.read_text() or 0) if marker.exists() else 0
-            if len(body) <= done:
-                continue
-            try:
-                await sink.put(f"{S3_PREFIX}/{self.host}/{path.name}", body)
-            except DagmirrorError as exc:
-                log.warning("audit shipment of %s failed, will retry: %s", path.name, exc)
-                return shipped
-            marker.write_text(str(len(body)))
-            shipped += 1
+        try:
+            dir_fd = self._open_dir(create=False)
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("audit folder %s unusable: %s", self.directory, exc)
+            return 0
+        try:
+            for name in sorted(n for n in os.listdir(dir_fd) if n.endswith(".jsonl")):
+                try:
+                    body = _read(name, dir_fd)
+                    done = int(_read(name + ".shipped", dir_fd) or 0)
+                except FileNotFoundError:
+                    done = 0
+                except (OSError, ValueError) as exc:
+                    log.warning("audit file %s unreadable: %s", name, exc)
+                    continue
+                if len(body) <= done:
+                    continue
+                try:
+                    await sink.put(f"{S3_PREFIX}/{self.host}/{name}", body)
+                except DagmirrorError as exc:
+                    log.warning("audit shipment of %s failed, will retry: %s", name, exc)
+                    return shipped
+                _write_marker(name + ".shipped", str(len(body)).encode(), dir_fd)
+                shipped += 1
+        finally:
+            os.close(dir_fd)
         return shipped
+
+    def _open_dir(self, *, create: bool) -> int:
+        if create:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        # The default folder lives inside DEST, where anyone who can write DEST could plant a link; a folder
+        # the operator chose (--audit-dir) may legitimately be one.
+        nofollow = os.O_NOFOLLOW if self.directory.parent.name == ".dagmirror" else 0
+        return os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | nofollow)
 
     def _file_for(self, at: float) -> Path:
         return self.directory / (time.strftime("%Y-%m-%d", time.gmtime(at)) + ".jsonl")
+
+
+def _read(name: str, dir_fd: int) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _write_marker(name: str, data: bytes, dir_fd: int) -> None:
+    fd = os.open(
+        name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd
+    )
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

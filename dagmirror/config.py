@@ -99,8 +99,11 @@ class MirrorConfig:
         """Validate user input; raises ConfigError naming the first bad field.
 
         The endpoint is resolved here (flag, then $AWS_ENDPOINT_URL_S3, then $AWS_ENDPOINT_URL) so that
-        every S3-compatible endpoint gets path-style addressing, whichever way it was given.
+        every S3-compatible endpoint gets path-style addressing, whichever way it was given. So is the region
+        hint $AWS_REGION, which botocore itself does not read (only $AWS_DEFAULT_REGION and the profile).
         """
+        if not options.get("region") and os.environ.get("AWS_REGION"):
+            options["region"] = os.environ["AWS_REGION"]
         endpoint_url = (
             endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         )

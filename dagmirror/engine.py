@@ -137,12 +137,12 @@ class Mirror:
     async def wait_for_source(self, seconds: float) -> None:
         """Return once the prefix lists at least one object; retry until `timeout` (init containers: the
         workers must not start before their DAGs exist). Missing buckets and outages are retried too."""
-        await self.open()
-        assert self._source is not None
         deadline = time.monotonic() + seconds
         delay = 0.25
         while True:
             try:
+                await self.open()  # inside the loop: credentials (IRSA, IMDS) may not be ready either
+                assert self._source is not None
                 page = await self._source.list_page(self.config.source.prefix, delimiter=False, token=None)
                 if page.objects:
                     return

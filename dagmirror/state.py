@@ -7,6 +7,7 @@ dagmirror itself installed. Written atomically (temp, fsync, rename) at the end 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from dagmirror.errors import InstallError
 from dagmirror.models import StateEntry, Tombstone
 
 log = logging.getLogger("dagmirror")
@@ -60,13 +62,24 @@ def load_state(meta_dir: Path, source: str) -> State:
             return _parse(orjson.loads(fh.read()), source)
     except FileNotFoundError:
         return State(source)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
-        aside = path.with_suffix(".corrupt")
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # EIO, EMFILE, EACCES...: the state may be fine; never discard it
+            raise InstallError(f"cannot read the state file {path}: {exc.strerror or exc}") from None
+        return _set_aside(path, source, exc)  # a planted symlink: not ours, not followed
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return _set_aside(path, source, exc)
+
+
+def _set_aside(path: Path, source: str, exc: Exception) -> State:
+    aside = path.with_suffix(".corrupt")
+    try:
         path.replace(aside)
-        log.warning(
-            "state file %s is unreadable (%s); moved to %s and starting afresh", path, exc, aside.name
-        )
-        return State(source)
+    except OSError as err:
+        raise InstallError(
+            f"cannot set the unreadable state file {path} aside: {err.strerror or err}"
+        ) from None
+    log.warning("state file %s is unreadable (%s); moved to %s and starting afresh", path, exc, aside.name)
+    return State(source)
 
 
 def _parse(doc: Any, source: str) -> State:

@@ -320,3 +320,11 @@ def test_a_malformed_record_is_refused_with_its_name() -> None:
         parse_record(b"{not json", "k.json")
     with pytest.raises(ConfigError, match="malformed"):
         parse_record(orjson.dumps({"deploy_id": "x", "env": "dev", "files": [{"path": 1}]}), "k.json")
+
+
+def test_exclude_flags_add_to_the_configured_excludes_and_never_replace_them(tmp_path: Path) -> None:
+    path = tmp_path / "dagmirror.toml"
+    path.write_text('[deploy]\nbucket_url = "s3://bkt/dags"\nexclude = ["vendor/**"]\n')
+    config = load_deploy_config(path, {}, {"exclude": ["scratch/*"]})
+    assert "vendor/**" in config.exclude
+    assert "scratch/*" in config.exclude

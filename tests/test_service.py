@@ -283,3 +283,53 @@ def test_audit_never_writes_through_a_symlink_planted_in_dest(tmp_path: Path) ->
     report = SyncReport("s3://b/p/", str(tmp_path / "dags"), False, 1, 1, 0, 0, 0, 0, 10, 0.1)
     assert not AuditLog(folder / "audit", "host").append(report, mapping="m", pass_id="p")
     assert list(outside.iterdir()) == []
+
+
+async def test_audit_shipping_never_uploads_or_overwrites_through_planted_links(tmp_path: Path) -> None:
+    from dagmirror.audit import AuditLog
+
+    secret, victim = tmp_path / "token", tmp_path / "victim"
+    secret.write_text("service-account-token")
+    victim.write_text("keep me")
+    folder = tmp_path / "dags" / ".dagmirror" / "audit"
+    folder.mkdir(parents=True)
+    (folder / "2026-01-01.jsonl").symlink_to(secret)
+    (folder / "2026-01-02.jsonl").write_text('{"a": 1}\n')
+    (folder / "2026-01-02.jsonl.shipped").symlink_to(victim)
+
+    class Sink:
+        def __init__(self) -> None:
+            self.bodies: dict[str, bytes] = {}
+
+        async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
+            self.bodies[key] = body
+            return None
+
+        async def aclose(self) -> None:
+            return None
+
+    sink = Sink()
+    await AuditLog(folder, "host").ship(sink)
+    assert all(b"service-account-token" not in body for body in sink.bodies.values())
+    assert victim.read_text() == "keep me"
+
+
+def test_an_audit_write_failure_is_logged_and_never_raised(tmp_path: Path) -> None:
+    from dagmirror.audit import AuditLog
+
+    folder = tmp_path / "dags" / ".dagmirror"
+    folder.mkdir(parents=True)
+    (folder / "audit").symlink_to(tmp_path / "missing")  # dangling: mkdir fails, open fails
+    report = SyncReport("s3://b/p/", str(tmp_path / "dags"), False, 1, 1, 0, 0, 0, 0, 10, 0.1)
+    assert not AuditLog(folder / "audit", "host").append(report, mapping="m", pass_id="p")
+
+
+def test_an_unreadable_state_file_fails_the_pass_instead_of_being_discarded(tmp_path: Path) -> None:
+    from dagmirror.errors import InstallError
+    from dagmirror.state import STATE_FILE, load_state
+
+    meta = tmp_path / ".dagmirror"
+    (meta / STATE_FILE).mkdir(parents=True)  # EISDIR: an I/O problem, not a corrupt state
+    with pytest.raises(InstallError):
+        load_state(meta, "s3://b/p/")
+    assert (meta / STATE_FILE).exists()

@@ -66,6 +66,9 @@ print(MARK + json.dumps({"version": airflow.__version__, "dags": dags, "errors":
 """
 
 
+_PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
 @dataclass(frozen=True)
 class AirflowResult:
     version: str
@@ -78,8 +81,14 @@ async def parse_with_airflow(files: Mapping[str, bytes], *, python: str, seconds
     with tempfile.TemporaryDirectory(prefix="dagmirror-airflow-") as tmp:
         folder, home = Path(tmp, "dags"), Path(tmp, "home")
         await asyncio.to_thread(_materialize, files, folder, home)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        # DAG code runs here: give it nothing of the deployer's (no cloud credentials, no CI OIDC token, no
+        # ~/.aws), only what Python needs to start.
+        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
         env |= {
+            "HOME": str(home),
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -115,7 +115,10 @@ def load_deploy_config(
         raw = environ.get(f"DAGMIRROR_DEPLOY_{key.upper()}")
         if raw is not None:
             values[key] = _from_env(f"DAGMIRROR_DEPLOY_{key.upper()}", typ, raw, errors)
+    protected = tuple(values.get("exclude") or ())
     values |= {k: v for k, v in flags.items() if v is not None}
+    if flags.get("exclude"):  # add to the configured excludes, never replace them: they protect files
+        values["exclude"] = [*protected, *[e for e in flags["exclude"] if e not in protected]]
     values = {k: v for k, v in values.items() if v is not None}
     for key, value in values.items():
         _check_range(key, key, value, errors)

@@ -178,10 +178,14 @@ class Deployer:
         started, t0 = self._clock(), time.monotonic()
         store = await self._open()
         prefix, policy = self.config.env_prefix(job.env), self.config.policy(job.env)
-        async with asyncio.TaskGroup() as tg:
-            listing = tg.create_task(self._retry(lambda: store.list_live(prefix)))
-            identity = tg.create_task(store.caller_identity())
-        live, rejected = live_by_path(listing.result(), prefix)
+        identity = asyncio.create_task(store.caller_identity())  # best effort, never raises
+        try:
+            listing = await self._retry(lambda: store.list_live(prefix))
+        except BaseException:
+            identity.cancel()
+            raise
+        who = await identity  # ran alongside the listing
+        live, rejected = live_by_path(listing, prefix)
         job.notes += [f"already in {job.env} and rejected by the mirror: {r}" for r in rejected]
         plan = plan_deploy(
             job.wanted,
@@ -207,7 +211,7 @@ class Deployer:
             scopes=job.scopes,
             started_at=started,
             seconds=0.0,
-            who={"user": self._user, "identity": identity.result()},
+            who={"user": self._user, "identity": who},
             host=self._host,
             git=job.git,
             files=planned_results(plan, prefix),

@@ -21,6 +21,8 @@ from dagmirror.source.sigv4 import Credentials, Signer
 
 CredentialsProvider = Callable[[], Awaitable[Credentials]]
 LIST_PAGE_KEYS = 1000
+LIST_PAGE_LIMIT = 32 << 20  # 1,000 keys of 1,024 bytes each, URL-encoded, fit many times over
+ERROR_BODY_LIMIT = 64 << 10  # an S3 error document is a few hundred bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +57,13 @@ class LeanS3:
         self._http = http
         self._signer = signer
         self._credentials = credentials
-        netloc = url.raw_host or ""
-        if url.explicit_port is not None:
-            netloc += f":{url.explicit_port}"
+        # Exactly the Host header aiohttp will send: default ports dropped, IPv6 in brackets.
+        netloc = url.host_port_subcomponent or ""
+        base = url.raw_path.rstrip("/")  # an endpoint may carry a path (a gateway mounted under /s3)
         if virtual_host:
-            self._host, self._root = f"{bucket}.{netloc}", "/"
+            self._host, self._root = f"{bucket}.{netloc}", f"{base}/"
         else:
-            self._host, self._root = netloc, f"/{quote(bucket, safe='')}/"
+            self._host, self._root = netloc, f"{base}/{quote(bucket, safe='')}/"
         self._origin = f"{url.scheme}://{self._host}"
 
     async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
@@ -70,7 +72,7 @@ class LeanS3:
             query["delimiter"] = "/"
         if token:
             query["continuation-token"] = token
-        status, headers, body = await self._request(self._root, query, {}, limit=None)
+        status, headers, body = await self._request(self._root, query, {}, limit=LIST_PAGE_LIMIT)
         if status != 200:
             raise _error(status, headers, body)
         return parse_list(body)
@@ -92,34 +94,56 @@ class LeanS3:
         self, path: str, query: dict[str, str], headers: dict[str, str], limit: int | None
     ) -> tuple[int, Mapping[str, str], bytes]:
         creds = await self._credentials()
+        # identity: a compressing proxy in front of the store must not hand us gzip we would not decode
+        headers = {"Accept-Encoding": "identity", **headers}
         signed = self._signer.headers(creds, "GET", self._host, path, query, headers)
         qs = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
         url = URL(self._origin + path + (f"?{qs}" if qs else ""), encoded=True)
         async with self._http.get(url, headers=signed, allow_redirects=False) as resp:
-            if limit is None or resp.status != 200:
+            if resp.status not in (200, 304):
+                body = await _read_prefix(resp, ERROR_BODY_LIMIT)  # enough for the S3 error code
+            elif limit is None:
                 body = await resp.read()
             else:
                 body = await _read_bounded(resp, limit)
             return resp.status, resp.headers, body
 
 
+async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most `limit` bytes of the body; the rest is never read (the connection is then dropped)."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in resp.content.iter_chunked(1 << 14):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     declared = resp.content_length
     if declared is not None and declared > limit:
-        raise BodyTooLarge(f"Content-Length {declared} exceeds the listed size {limit}")
+        raise BodyTooLarge(f"Content-Length {declared} exceeds the limit {limit}")
     chunks: list[bytes] = []
     total = 0
     async for chunk in resp.content.iter_chunked(1 << 16):
         total += len(chunk)
         if total > limit:
-            raise BodyTooLarge(f"body exceeds the listed size {limit}")
+            raise BodyTooLarge(f"body exceeds the limit {limit}")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 def parse_list(body: bytes) -> ListPage:
-    """A ListObjectsV2 result (encoding-type=url) -> ListPage. Namespace-agnostic: servers differ."""
+    """A ListObjectsV2 result -> ListPage. Namespace-agnostic: servers differ. Keys are URL-decoded only when
+    the server says it encoded them (<EncodingType>url</EncodingType>), as the SDK does: a server that ignores
+    encoding-type sends `a+b.py` raw, and decoding it would name a different key."""
     root = _parse_xml(body)
+    encoded = any(
+        e.tag.rpartition("}")[2] == "EncodingType" and (e.text or "").strip() == "url" for e in root
+    )
+    decode = unquote_plus if encoded else str
     objects: list[RemoteObject] = []
     prefixes: list[str] = []
     truncated, token = False, None
@@ -127,13 +151,13 @@ def parse_list(body: bytes) -> ListPage:
         tag = element.tag.rpartition("}")[2]
         if tag == "Contents":
             fields = {child.tag.rpartition("}")[2]: child.text or "" for child in element}
-            objects.append(
-                RemoteObject(
-                    unquote_plus(fields["Key"]), fields.get("ETag", "").strip('"'), int(fields["Size"])
-                )
-            )
+            try:
+                key, size = decode(fields["Key"]), int(fields["Size"])
+            except (KeyError, ValueError):
+                raise UntrustedXML(f"LIST entry without a valid Key and Size: {fields}") from None
+            objects.append(RemoteObject(key, fields.get("ETag", "").strip('"'), size))
         elif tag == "CommonPrefixes":
-            prefixes += [unquote_plus(child.text or "") for child in element]
+            prefixes += [decode(child.text or "") for child in element]
         elif tag == "IsTruncated":
             truncated = (element.text or "").strip() == "true"
         elif tag == "NextContinuationToken":

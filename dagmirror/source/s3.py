@@ -112,8 +112,10 @@ class S3Source:
         bucket = config.source.bucket
         if config.endpoint_url:
             endpoint, virtual = config.endpoint_url.rstrip("/"), False
-        else:  # AWS itself: virtual-hosted addressing where the bucket name allows it
-            endpoint, virtual = f"https://s3.{region}.amazonaws.com", "." not in bucket
+        else:  # AWS itself: virtual-hosted addressing where the bucket name is a valid DNS label
+            suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+            endpoint = f"https://s3.{region}.{suffix}"
+            virtual = re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket) is not None
         pool = config.concurrency + config.list_concurrency + 4
         stack = AsyncExitStack()
         http = await stack.enter_async_context(
@@ -124,6 +126,7 @@ class S3Source:
                 ),
                 auto_decompress=False,  # bytes as stored, like the SDK: never decode Content-Encoding
                 skip_auto_headers=("User-Agent",),
+                trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the SDK honours them
             )
         )
         source = cls(None, bucket, redact_url(endpoint), stack, deadline=_deadline(config))
@@ -288,6 +291,10 @@ class S3Sink:
             ]
             if not resp.get("IsTruncated"):
                 return tuple(sorted(live, key=lambda o: o.key))
+            if not resp.get("NextKeyMarker"):  # would restart from the top forever
+                raise SourceUnavailable(
+                    f"LIST versions s3://{source._bucket}/{prefix}: truncated without a marker"
+                )
             params["KeyMarker"] = resp.get("NextKeyMarker", "")
             params["VersionIdMarker"] = resp.get("NextVersionIdMarker", "")
 
@@ -322,6 +329,10 @@ class S3Sink:
                 resp = await source._client.head_object(**params)
         except ObjectVanished:
             return None
+        except SourceError as exc:
+            if exc.code in ("404", "NoSuchVersion"):  # a HEAD answer has no body: "not found" is a bare 404
+                return None
+            raise
         source._counts["HEAD"] += 1
         meta = resp.get("Metadata") or {}
         return ObjectHead(
@@ -446,7 +457,9 @@ def _classify(code: str, status: int, message: str, where: str) -> Exception:
         return _NotModifiedSignal()
     if code == "NoSuchBucket":
         return SourceConfigError(f"bucket does not exist: {where}", code=code)
-    if code in ("NoSuchKey", "404"):
+    if code == "NoSuchKey":
+        # Only S3's own answer counts: a bare 404 (an ingress or proxy misroute) must never confirm that an
+        # object is gone, because a confirmed absence deletes the local file.
         return ObjectVanished(f"object vanished before download: {where}")
     if code in _FATAL_CODES or status in (301, 400, 401, 403):
         return SourceConfigError(f"{where}: {code}: {message}", code=code)
@@ -458,7 +471,6 @@ async def _credentials_and_region(config: MirrorConfig) -> tuple[Callable[[], Aw
     """The SDK's credential chain (env, profile, SSO, web identity, IMDS...) and region, resolved once in a
     thread (it may do network I/O); frozen credentials are re-read every minute so temporary ones refresh."""
     import botocore.session
-    from botocore.exceptions import ProfileNotFound
 
     def resolve() -> tuple[Any, str]:
         session = botocore.session.Session(profile=config.profile)
@@ -467,17 +479,24 @@ async def _credentials_and_region(config: MirrorConfig) -> tuple[Callable[[], Aw
 
     try:
         chain, region = await asyncio.to_thread(resolve)
-    except ProfileNotFound as exc:
-        raise SourceConfigError(str(exc)) from None
+    except BotoCoreError as exc:  # unknown profile, partial credentials, unreadable config...
+        raise SourceConfigError(f"AWS configuration: {_first_line(exc)}") from None
     if chain is None:
         raise SourceConfigError("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID)")
     cached: list[tuple[float, Credentials]] = []
+    lock = asyncio.Lock()  # one refresh at a time, not one per worker
 
     async def provider() -> Credentials:
-        now = time.monotonic()
-        if not cached or now - cached[0][0] > 60:
-            frozen = await asyncio.to_thread(chain.get_frozen_credentials)
-            cached[:] = [(now, Credentials(frozen.access_key, frozen.secret_key, frozen.token))]
+        if cached and time.monotonic() - cached[0][0] <= 60:
+            return cached[0][1]
+        async with lock:
+            if not cached or time.monotonic() - cached[0][0] > 60:
+                try:
+                    frozen = await asyncio.to_thread(chain.get_frozen_credentials)
+                except BotoCoreError as exc:
+                    raise SourceConfigError(f"AWS credentials: {_first_line(exc)}") from None
+                creds = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+                cached[:] = [(time.monotonic(), creds)]
         return cached[0][1]
 
     return provider, region

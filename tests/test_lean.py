@@ -1,0 +1,79 @@
+"""The lean S3 transport's pure parts: LIST parsing, addressing, error classification, region hint."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from dagmirror.config import MirrorConfig
+from dagmirror.errors import ObjectVanished, SourceError
+from dagmirror.source.lean import LeanS3, UntrustedXML, parse_list
+from dagmirror.source.s3 import _classify
+from dagmirror.source.sigv4 import Credentials, Signer
+
+NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+
+
+def page(contents: str, *, encoded: bool, truncated: bool = False, token: str = "") -> bytes:
+    encoding = "<EncodingType>url</EncodingType>" if encoded else ""
+    more = f"<NextContinuationToken>{token}</NextContinuationToken>" if token else ""
+    return (
+        f"<ListBucketResult {NS}><Name>b</Name>{encoding}<IsTruncated>{str(truncated).lower()}</IsTruncated>"
+        f"{contents}{more}</ListBucketResult>"
+    ).encode()
+
+
+def entry(key: str, size: int = 3) -> str:
+    return f"<Contents><Key>{key}</Key><ETag>&quot;abc&quot;</ETag><Size>{size}</Size></Contents>"
+
+
+def test_keys_are_url_decoded_only_when_the_server_says_it_encoded_them() -> None:
+    assert parse_list(page(entry("dags/a%2Bb+c.py"), encoded=True)).objects[0].key == "dags/a+b c.py"
+    raw = parse_list(page(entry("dags/a+b%2F.py"), encoded=False)).objects[0]
+    assert raw.key == "dags/a+b%2F.py"
+    assert raw.etag == "abc"
+
+
+def test_a_listing_entry_without_a_size_or_a_truncated_page_without_a_token_is_refused() -> None:
+    with pytest.raises(UntrustedXML):
+        parse_list(page("<Contents><Key>a.py</Key></Contents>", encoded=False))
+    with pytest.raises(UntrustedXML):
+        parse_list(page(entry("a.py"), encoded=False, truncated=True))
+    with pytest.raises(UntrustedXML):
+        parse_list(b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>')
+    assert parse_list(page(entry("a.py"), encoded=False, truncated=True, token="t1")).next_token == "t1"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "virtual", "host", "root"),
+    [
+        ("http://127.0.0.1:9000", False, "127.0.0.1:9000", "/bkt/"),
+        ("https://minio.corp:443", False, "minio.corp", "/bkt/"),
+        ("http://minio.corp:80/", False, "minio.corp", "/bkt/"),
+        ("http://[::1]:9000", False, "[::1]:9000", "/bkt/"),
+        ("https://gw.example.com/s3", False, "gw.example.com", "/s3/bkt/"),
+        ("https://s3.eu-west-1.amazonaws.com", True, "bkt.s3.eu-west-1.amazonaws.com", "/"),
+    ],
+)
+async def test_the_signed_host_is_the_host_aiohttp_sends(
+    endpoint: str, virtual: bool, host: str, root: str
+) -> None:
+    async def creds() -> Credentials:
+        return Credentials("a", "b")
+
+    async with aiohttp.ClientSession() as http:
+        lean = LeanS3(http, endpoint, "bkt", Signer("us-east-1"), creds, virtual_host=virtual)
+    assert (lean._host, lean._root) == (host, root)
+
+
+def test_only_s3s_own_no_such_key_means_the_object_is_gone() -> None:
+    assert isinstance(_classify("NoSuchKey", 404, "gone", "GET k"), ObjectVanished)
+    bare = _classify("404", 404, "Not Found", "GET k")  # an ingress misroute, not S3
+    assert isinstance(bare, SourceError)
+    assert not isinstance(bare, ObjectVanished)
+
+
+def test_aws_region_is_honoured_as_the_region_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert MirrorConfig.create("s3://bkt/dags", "/tmp/d").region == "eu-west-1"
+    assert MirrorConfig.create("s3://bkt/dags", "/tmp/d", region="us-west-2").region == "us-west-2"
