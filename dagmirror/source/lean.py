@@ -105,7 +105,8 @@ class LeanS3:
             elif limit is None:
                 body = await resp.read()
             else:
-                body = await _read_bounded(resp, limit)
+                what = "the LIST page limit" if path == self._root else "the listed size"
+                body = await _read_bounded(resp, limit, what)
             return resp.status, resp.headers, body
 
 
@@ -121,16 +122,16 @@ async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)[:limit]
 
 
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
     declared = resp.content_length
     if declared is not None and declared > limit:
-        raise BodyTooLarge(f"Content-Length {declared} exceeds the limit {limit}")
+        raise BodyTooLarge(f"Content-Length {declared} exceeds {what} {limit}")
     chunks: list[bytes] = []
     total = 0
     async for chunk in resp.content.iter_chunked(1 << 16):
         total += len(chunk)
         if total > limit:
-            raise BodyTooLarge(f"body exceeds the limit {limit}")
+            raise BodyTooLarge(f"body exceeds {what} {limit}")
         chunks.append(chunk)
     return b"".join(chunks)
 
