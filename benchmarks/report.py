@@ -71,6 +71,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     keys = sorted({(r["server"], r["files"]) for r in results})
     scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in results)]
@@ -94,6 +95,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             ]
             ax.barh([r["tool"] for r in rows], [r["median_s"] for r in rows], color=colors)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short log ranges
             ax.set_title(f"{scenario}, {files:,} files ({server})", fontsize=9)
             ax.set_xlabel("median seconds (log)", fontsize=8)
             ax.tick_params(labelsize=8)
