@@ -417,7 +417,9 @@ class _Translate:
         translated = self._translate(exc)
         if translated is None:
             return False
-        if not isinstance(translated, _NotModifiedSignal):
+        if isinstance(translated, ObjectVanished):  # an expected answer (deletes are confirmed this way)
+            self._source._counts[f"{self._op} 404"] += 1
+        elif not isinstance(translated, _NotModifiedSignal):
             self._source._counts[f"{self._op} error"] += 1
         raise translated from None
 
