@@ -404,6 +404,11 @@ async def _scale_pass(cfg: MirrorConfig, source: Any) -> SyncReport:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child forked from a large
+    parent (pytest) would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 

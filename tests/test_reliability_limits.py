@@ -87,29 +87,39 @@ async def test_a_listing_from_a_stuck_server_fails_the_pass_cleanly(
             await sync_via(seeded, proxy, tmp_path, transport=transport)
 
 
+# Runs `python -m dagmirror ARGS` and prints the process's VmHWM at exit. ru_maxrss of a child would not do:
+# it counts the RSS of the (large) pytest process the child was forked from; VmHWM starts afresh at exec.
+PEAK_RSS_WRAPPER = (
+    "import atexit, runpy, sys\n"
+    "atexit.register(lambda: sys.stderr.write(open('/proc/self/status').read()))\n"
+    "sys.argv = ['dagmirror', *sys.argv[1:]]\n"
+    "runpy.run_module('dagmirror', run_name='__main__', alter_sys=True)\n"
+)
+
+
 @pytest.mark.parametrize("transport", ["lean", "sdk"])
 def test_a_huge_body_for_a_small_key_is_abandoned_within_the_memory_target(
     seeded: str, moto_endpoint: str, tmp_path: Path, transport: str
 ) -> None:
     """Every GET answers 1 GiB of junk for a key listed at a few hundred bytes; the CLI process must stay
-    small (ru_maxrss of that child alone) and fail those keys cleanly."""
+    small (its own peak RSS, VmHWM) and fail those keys cleanly."""
     with S3Proxy(moto_endpoint) as proxy:
         proxy.set_fault(lambda r: Fault(oversize=1 << 30) if r.op == "GET" else None)
-        cmd = [sys.executable, "-m", "dagmirror", "sync", f"s3://{seeded}/{PREFIX}", str(tmp_path)]
-        cmd += ["--endpoint-url", proxy.endpoint_url, "--json", "--transport", transport]
-        child = subprocess.Popen(
-            cmd, env=s3_env(proxy.endpoint_url), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        args = ["sync", f"s3://{seeded}/{PREFIX}", str(tmp_path)]
+        args += ["--endpoint-url", proxy.endpoint_url, "--json", "--transport", transport]
+        run = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_WRAPPER, *args],
+            env=s3_env(proxy.endpoint_url),
+            capture_output=True,
+            timeout=300,
+            check=False,
         )
-        assert child.stdout is not None
-        with child.stdout:
-            out = child.stdout.read()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    report = orjson.loads(out.splitlines()[-1])
-    assert child.returncode == 1
+    report = orjson.loads(run.stdout.splitlines()[-1])
+    peak_mb = int(run.stderr.decode().rsplit("VmHWM:", 1)[1].split()[0]) / 1024
+    assert run.returncode == 1
     assert report["failed"] == len(FILES)
     assert all("exceeds the listed size" in f["error"] for f in report["failures"])
-    assert usage.ru_maxrss / 1024 < 150, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+    assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB"
     assert tree(tmp_path) == {}
 
 
