@@ -142,3 +142,24 @@ class MirrorConfig:
 def _in_range(name: str, value: float, low: float, high: float) -> None:
     if isinstance(value, bool) or not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_value(name: str, typ: type, raw: str, errors: list[str]) -> object:
+    """A `DAGMIRROR_*` variable's text as `typ` (bool, list as comma-separated, or a scalar); a value that
+    does not parse adds one line to `errors` and gives None. Shared by `run` settings and `deploy` config."""
+    value: object = None
+    if typ is bool:
+        value = True if raw.lower() in _TRUE else False if raw.lower() in _FALSE else None
+    elif typ is list:
+        value = [part.strip() for part in raw.split(",") if part.strip()]
+    else:
+        try:
+            value = typ(raw)
+        except ValueError:
+            value = None
+    if value is None:
+        errors.append(f"{name}: expected {typ.__name__}, got {raw!r}")
+    return value

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dagmirror.config import MirrorConfig, S3Url
+from dagmirror.config import MirrorConfig, S3Url, env_value
 from dagmirror.errors import ConfigError
 
 SERVICE_KEYS: dict[str, type] = {
@@ -77,7 +77,7 @@ def load_settings(path: Path | None, env: Mapping[str, str], flags: Mapping[str,
     for key, typ in (SERVICE_KEYS | MIRROR_KEYS).items():
         raw = env.get(f"DAGMIRROR_{key.upper()}")
         if raw is not None and key not in _PER_MAPPING:
-            value = _from_env(key, typ, raw, errors)
+            value = env_value(f"DAGMIRROR_{key.upper()}", typ, raw, errors)
             (service if key in SERVICE_KEYS else defaults)[key] = value
     service |= {k: v for k, v in flags.items() if k in SERVICE_KEYS and v is not None}
     defaults |= {
@@ -183,22 +183,3 @@ def _is(value: Any, typ: type) -> bool:
     if typ is list:
         return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
     return isinstance(value, typ)
-
-
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _from_env(key: str, typ: type, raw: str, errors: list[str]) -> Any:
-    value: Any = None
-    if typ is bool:
-        value = True if raw.lower() in _TRUE else False if raw.lower() in _FALSE else None
-    elif typ is list:
-        value = [part for part in raw.split(",") if part]
-    else:
-        try:
-            value = typ(raw)
-        except ValueError:
-            value = None
-    if value is None:
-        errors.append(f"DAGMIRROR_{key.upper()}: expected {typ.__name__}, got {raw!r}")
-    return value

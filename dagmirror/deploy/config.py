@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagmirror.config import S3Url, check_endpoint
+from dagmirror.config import S3Url, check_endpoint, env_value
 from dagmirror.errors import ConfigError
 from dagmirror.retry import RetryPolicy
 
@@ -114,7 +114,7 @@ def load_deploy_config(
     for key, typ in KEYS.items():
         raw = environ.get(f"DAGMIRROR_DEPLOY_{key.upper()}")
         if raw is not None:
-            values[key] = _from_env(f"DAGMIRROR_DEPLOY_{key.upper()}", typ, raw, errors)
+            values[key] = env_value(f"DAGMIRROR_DEPLOY_{key.upper()}", typ, raw, errors)
     protected = tuple(values.get("exclude") or ())
     values |= {k: v for k, v in flags.items() if v is not None}
     if flags.get("exclude"):  # add to the configured excludes, never replace them: they protect files
@@ -235,24 +235,6 @@ def _typed(where: str, typ: type, value: Any, errors: list[str]) -> Any:
             f"{where}: expected {'list of strings' if typ is list else typ.__name__}, got {value!r}"
         )
     return value if ok else None
-
-
-def _from_env(name: str, typ: type, raw: str, errors: list[str]) -> Any:
-    value: Any = None
-    if typ is bool:
-        value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(
-            raw.lower()
-        )
-    elif typ is list:
-        value = [part.strip() for part in raw.split(",") if part.strip()]
-    else:
-        try:
-            value = typ(raw)
-        except ValueError:
-            value = None
-    if value is None:
-        errors.append(f"{name}: expected {typ.__name__}, got {raw!r}")
-    return value
 
 
 def _try(make: Any, where: str, errors: list[str]) -> Any:
