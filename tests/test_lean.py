@@ -1,15 +1,23 @@
-"""The lean S3 transport's pure parts: LIST parsing, addressing, error classification, region hint."""
+"""The lean S3 transport: LIST parsing, addressing, error classification, region hint, proxies."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from dagmirror import Mirror
 from dagmirror.config import MirrorConfig
+from dagmirror.devtools.proxy import S3Proxy
+from dagmirror.devtools.servers import CREDENTIALS
 from dagmirror.errors import ObjectVanished, SourceError
 from dagmirror.source.lean import LeanS3, UntrustedXML, parse_list
 from dagmirror.source.s3 import _classify
 from dagmirror.source.sigv4 import Credentials, Signer
+
+from .clihelpers import put_all
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 
@@ -77,3 +85,35 @@ def test_aws_region_is_honoured_as_the_region_hint(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     assert MirrorConfig.create("s3://bkt/dags", "/tmp/d").region == "eu-west-1"
     assert MirrorConfig.create("s3://bkt/dags", "/tmp/d", region="us-west-2").region == "us-west-2"
+
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+async def test_http_proxy_and_no_proxy_are_honoured(
+    moto_endpoint: str, s3: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looked up once per source (not per request, as trust_env would): still every request goes through
+    $HTTP_PROXY, and none when $NO_PROXY names the endpoint."""
+    put_all(s3, bucket, "dags/", {"a.py": b"a = 1\n", "team/b.py": b"b = 2\n"})
+    for var in PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.lower(), raising=False)
+    for var, value in CREDENTIALS.items():  # else the SDK's chain asks IMDS, through the proxy too
+        monkeypatch.setenv(var, value)
+
+    async def sync(dest: Path) -> int:
+        cfg = MirrorConfig.create(f"s3://{bucket}/dags/", dest, endpoint_url=moto_endpoint, fsync=False)
+        async with Mirror(cfg) as mirror:
+            return (await mirror.sync_once()).downloaded
+
+    with S3Proxy(moto_endpoint) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.endpoint_url)
+        assert await sync(tmp_path / "via-proxy") == 2
+        counts = proxy.counts()
+        assert counts.get("LIST", 0) >= 1
+        assert counts.get("GET", 0) == 2
+        proxy.reset()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert await sync(tmp_path / "direct") == 2
+        assert proxy.counts() == {}

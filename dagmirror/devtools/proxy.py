@@ -3,6 +3,7 @@
 It runs its own event loop in a thread, so synchronous tests, async tests and subprocesses can all use it.
 Requests are forwarded unchanged, Host header included, so SigV4 signatures made for the proxy still verify
 (except with `list_page_size`, which rewrites the LIST query: fine for moto and SeaweedFS without auth).
+It also serves as a plain HTTP forward proxy ($HTTP_PROXY), sending every request to its one upstream.
 
 A rule sees each request and may return a `Fault`: an S3 error answer, latency, a connection reset before
 or in the middle of the body, a silently truncated or corrupted (same length) body, a LIST page with keys
@@ -253,6 +254,8 @@ class S3Proxy:
         data = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         raw = request.raw_path
+        if raw.startswith(("http://", "https://")):  # absolute-form: a client uses us as its HTTP proxy
+            raw = "/" + raw.split("://", 1)[1].partition("/")[2]
         if op == "LIST" and self.list_page_size:
             path, _, query = raw.partition("?")
             query = _MAX_KEYS.sub("", query).lstrip("&")

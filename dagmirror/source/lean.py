@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from dagmirror.models import ListPage, RemoteObject
@@ -36,6 +37,15 @@ class LeanHTTPError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str]) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def env_proxy(endpoint: str) -> tuple[URL, aiohttp.BasicAuth | None] | None:
+    """The proxy $HTTPS_PROXY / $HTTP_PROXY / $NO_PROXY name for `endpoint` (as the SDK honours them), looked
+    up once: a session with trust_env=True repeats that lookup and a ~/.netrc read in a thread per request."""
+    try:
+        return get_env_proxy_for_url(URL(endpoint))
+    except LookupError:
+        return None
 
 
 class BodyTooLarge(Exception):
@@ -65,6 +75,9 @@ class LeanS3:
         else:
             self._host, self._root = netloc, f"{base}/{quote(bucket, safe='')}/"
         self._origin = f"{url.scheme}://{self._host}"
+        proxy = env_proxy(self._origin)
+        self._proxy: URL | None = proxy[0] if proxy else None
+        self._proxy_auth: aiohttp.BasicAuth | None = proxy[1] if proxy else None
 
     async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
         query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
@@ -99,7 +112,9 @@ class LeanS3:
         signed = self._signer.headers(creds, "GET", self._host, path, query, headers)
         qs = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
         url = URL(self._origin + path + (f"?{qs}" if qs else ""), encoded=True)
-        async with self._http.get(url, headers=signed, allow_redirects=False) as resp:
+        async with self._http.get(
+            url, headers=signed, allow_redirects=False, proxy=self._proxy, proxy_auth=self._proxy_auth
+        ) as resp:
             if resp.status not in (200, 304):
                 body = await _read_prefix(resp, ERROR_BODY_LIMIT)  # enough for the S3 error code
             elif limit is None:

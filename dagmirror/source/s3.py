@@ -126,7 +126,7 @@ class S3Source:
                 ),
                 auto_decompress=False,  # bytes as stored, like the SDK: never decode Content-Encoding
                 skip_auto_headers=("User-Agent",),
-                trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the SDK honours them
+                trust_env=False,  # LeanS3 resolves $HTTPS_PROXY/$NO_PROXY once, not per request
             )
         )
         source = cls(None, bucket, redact_url(endpoint), stack, deadline=_deadline(config))
