@@ -11,9 +11,11 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
 import secrets
 import stat as statmod
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -50,6 +52,10 @@ class Tree:
         self._lock_fd: int | None = None
         self._tmp_fd: int | None = None
         self._journal_fd: int | None = None
+        self._dirs = _DirCache(root)
+        # Temp names: unique under the DEST lock without asking the kernel for randomness per file.
+        # itertools.count's next() is atomic across threads (a generator's is not).
+        self._temp_prefix, self._temp_numbers = secrets.token_hex(4), itertools.count()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def open(self) -> list[str]:
@@ -80,6 +86,7 @@ class Tree:
         return self._read_journal()
 
     def close(self) -> None:
+        self._dirs.clear()
         for name in ("_journal_fd", "_tmp_fd", "_lock_fd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -87,7 +94,9 @@ class Tree:
                 setattr(self, name, None)
 
     def clean_temps(self) -> int:
-        """Remove temp files left by a killed pass (the lock guarantees none are in flight)."""
+        """Remove temp files left by a killed pass (the lock guarantees none are in flight). Called at the
+        start of every pass, which also forgets the directory fds the last pass's installs kept open."""
+        self._dirs.clear()
         removed = 0
         for name in os.listdir(self._require(self._tmp_fd)):
             with contextlib.suppress(FileNotFoundError):
@@ -120,7 +129,7 @@ class Tree:
     def install(self, path: str, body: bytes) -> LocalStat:
         """Write `body` to a temp file, fsync, rename it over `path`: readers see old or new, never torn."""
         tmp_fd = self._require(self._tmp_fd)
-        temp = secrets.token_hex(8) + TEMP_SUFFIX
+        temp = f"{self._temp_prefix}-{next(self._temp_numbers)}{TEMP_SUFFIX}"
         try:
             return self._install(tmp_fd, temp, path, body)
         except OSError as exc:  # EACCES, EROFS, ENOSPC on mkdir...: one line for this key, the pass goes on
@@ -130,13 +139,13 @@ class Tree:
         try:
             st = self._write_temp(tmp_fd, temp, body)
             parent, name = _split(path)
-            dir_fd = self._walk(parent, create=True)
+            dir_fd = self._dirs.acquire(parent, self._walk)
             try:
                 _check_target(dir_fd, name, path)
                 os.write(self._require(self._journal_fd), path.encode("utf-8") + b"\n")
                 os.replace(temp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
             finally:
-                os.close(dir_fd)
+                self._dirs.release(parent, dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=tmp_fd)
@@ -145,6 +154,7 @@ class Tree:
 
     def delete(self, path: str) -> bool:
         """Unlink a regular file or symlink at `path`; directories and unsafe parents are left alone."""
+        self._dirs.clear()
         parent, name = _split(path)
         try:
             dir_fd = self._walk(parent, create=False)
@@ -163,6 +173,7 @@ class Tree:
 
     def remove_empty_dirs(self, dirs: Sequence[str]) -> int:
         """rmdir each of `dirs` (deepest first) that is empty; a non-empty one simply stays."""
+        self._dirs.clear()
         removed = 0
         for path in dirs:
             parent, name = _split(path)
@@ -242,6 +253,64 @@ class Tree:
         if fd is None:
             raise InstallError("destination is not open for writing (call Tree.open first)")
         return fd
+
+
+class _DirCache:
+    """Directory fds the install threads share, so a pass walks each folder once instead of once per file.
+
+    An fd stays bound to the directory it was opened on: `clear()` (every pass start, every delete) drops
+    them, so a folder removed or replaced between passes is walked again. An fd in use by a thread is never
+    closed under it: entries count their users, and only unused ones are evicted or closed.
+    """
+
+    LIMIT = 128  # open fds kept; files are planned in listing order, so a pass moves folder by folder
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._lock = threading.Lock()
+        self._entries: dict[str, list[int]] = {}  # parent -> [fd, users]
+
+    def acquire(self, parent: str, walk: Callable[..., int]) -> int:
+        with self._lock:
+            entry = self._entries.get(parent)
+            if entry is not None:
+                entry[1] += 1
+                return entry[0]
+        fd = walk(parent, create=True)  # outside the lock: mkdir and open may block
+        with self._lock:
+            entry = self._entries.get(parent)
+            if entry is not None:  # another thread walked the same folder meanwhile: use its fd
+                os.close(fd)
+                entry[1] += 1
+                return entry[0]
+            self._entries[parent] = [fd, 1]
+            self._evict()
+            return fd
+
+    def release(self, parent: str, fd: int) -> None:
+        with self._lock:
+            entry = self._entries.get(parent)
+            if entry is not None and entry[0] == fd:
+                entry[1] -= 1
+                return
+        os.close(fd)  # dropped by clear() while in use: its last user closes it
+
+    def clear(self) -> None:
+        with self._lock:
+            for parent, (fd, users) in list(self._entries.items()):
+                del self._entries[parent]
+                if users == 0:
+                    os.close(fd)
+
+    def _evict(self) -> None:
+        excess = len(self._entries) - self.LIMIT
+        for parent, (fd, users) in list(self._entries.items()):
+            if excess <= 0:
+                break
+            if users == 0:
+                del self._entries[parent]
+                os.close(fd)
+                excess -= 1
 
 
 def _cached_dir(root: Path, cache: dict[str, int | None], parent: str) -> int | None:

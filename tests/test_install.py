@@ -1,0 +1,96 @@
+"""install.Tree: the directory fds its install threads share, and what happens to them when DEST changes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from dagmirror.errors import InstallError
+from dagmirror.install import Tree, _DirCache
+
+from .faults import leftover_temps, tree
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    return tmp_path / "dest"
+
+
+def test_many_folders_from_many_threads_all_land_and_no_fd_leaks(dest: Path) -> None:
+    files = {f"team{i % 300:03d}/sub{i % 7}/dag_{i}.py": f"# {i}\n".encode() for i in range(3000)}
+    before = open_fds()
+    t = Tree(dest, fsync=False)
+    t.open()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda item: t.install(*item), files.items()))
+    assert len(t._dirs._entries) <= _DirCache.LIMIT  # more folders than the cache keeps: evicted as it went
+    t.close()
+    assert open_fds() == before
+    assert tree(dest) == files
+    assert leftover_temps(dest) == []
+
+
+def test_a_folder_removed_between_passes_is_walked_again(dest: Path) -> None:
+    t = Tree(dest, fsync=False)
+    t.open()
+    t.install("team/a.py", b"a")
+    shutil.rmtree(dest / "team")  # an operator cleans up between two passes
+    t.clean_temps()  # what every pass does first
+    t.install("team/b.py", b"b")
+    assert (dest / "team" / "b.py").read_bytes() == b"b"
+    t.close()
+
+
+def test_a_folder_replaced_by_a_symlink_between_passes_is_refused(dest: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    t = Tree(dest, fsync=False)
+    t.open()
+    t.install("team/a.py", b"a")
+    shutil.rmtree(dest / "team")
+    (dest / "team").symlink_to(outside)
+    t.clean_temps()
+    with pytest.raises(InstallError, match="symlink"):
+        t.install("team/b.py", b"b")
+    assert list(outside.iterdir()) == []
+    t.close()
+
+
+def test_a_delete_drops_the_cached_folders(dest: Path) -> None:
+    t = Tree(dest, fsync=False)
+    t.open()
+    t.install("team/sub/a.py", b"a")
+    assert t.delete("team/sub/a.py")
+    assert t.remove_empty_dirs(["team/sub", "team"]) == 2
+    t.install("team/sub/b.py", b"b")  # the removed folders are created again, not written into the void
+    assert (dest / "team" / "sub" / "b.py").read_bytes() == b"b"
+    t.close()
+
+
+def test_an_fd_in_use_is_closed_by_its_last_user_never_under_it(tmp_path: Path) -> None:
+    cache = _DirCache(tmp_path)
+    (tmp_path / "d").mkdir()
+
+    def walk(parent: str, *, create: bool) -> int:
+        return os.open(tmp_path / parent, os.O_RDONLY | os.O_DIRECTORY)
+
+    fd = cache.acquire("d", walk)
+    cache.clear()  # a pass ends while an install still holds the fd
+    os.fstat(fd)  # still open
+    cache.release("d", fd)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+    again = cache.acquire("d", walk)
+    cache.release("d", again)
+    os.fstat(again)  # unused entries stay open for the next install...
+    cache.clear()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(again)  # ...until the cache is cleared
