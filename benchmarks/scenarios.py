@@ -3,8 +3,10 @@ same run, alternating the order of tools between runs. Every run is checked agai
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,24 @@ class Bench:
     def _dest(self, tool: str, kind: str) -> Path:
         return self.workdir / f"{self.server}-{self.files}" / tool / kind
 
+    def _set_aside(self, dest: Path) -> None:
+        """Move an old mirror out of the way instead of deleting it. On ext4 without a journal (as on these
+        machines) creating files soon after deleting many makes the kernel skip every recently freed inode
+        (`recently_deleted()`), which would charge the next tool for the previous one's deletes. A cold
+        mirror on a fresh pod never pays that, so the old trees are removed only in `cleanup()`."""
+        if dest.exists():
+            trash = self.workdir / "trash"
+            trash.mkdir(exist_ok=True)
+            dest.rename(trash / f"{len(list(trash.iterdir()))}-{dest.parent.name}-{dest.name}")
+
+    def cleanup(self) -> None:
+        """Delete the trees set aside, then flush and wait past the kernel's 5-second window for clean
+        inode blocks, so the next corpus size starts on a filesystem in steady state."""
+        shutil.rmtree(self.workdir / "trash", ignore_errors=True)
+        shutil.rmtree(self.workdir / f"{self.server}-{self.files}", ignore_errors=True)
+        os.sync()
+        time.sleep(6)
+
     def _order(self, r: int, *, cold: bool = False) -> list[str]:
         # The naive boto3 loop re-downloads everything on every run: its warm figures equal its cold one,
         # so it runs in the cold scenario only (it would otherwise dominate the suite's time).
@@ -98,7 +118,7 @@ class Bench:
                 continue
             dest = self._dest(name, kind)
             if kind == "cold":
-                shutil.rmtree(dest, ignore_errors=True)
+                self._set_aside(dest)
             sample = self._run(TOOLS[name], dest)
             results[name].samples.append(sample)
             results[name].checks.append(check(dest, self.truth, edits))
@@ -112,9 +132,9 @@ class Bench:
         for name, result in results.items():
             dest = self._dest(name, "cold")
             if not self._capped(name, self.runs):  # capped tools keep their last timed mirror, uncounted
-                shutil.rmtree(dest, ignore_errors=True)
+                self._set_aside(dest)
                 result.requests = self._counted(TOOLS[name], dest)
-            shutil.rmtree(self._dest(name, "live"), ignore_errors=True)
+            self._set_aside(self._dest(name, "live"))
             dest.rename(self._dest(name, "live"))
         self._floors("cold", ("floor-list", "floor-get"))
 
