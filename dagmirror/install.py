@@ -52,7 +52,7 @@ class Tree:
         self._lock_fd: int | None = None
         self._tmp_fd: int | None = None
         self._journal_fd: int | None = None
-        self._dirs = _DirCache(root)
+        self._dirs = _DirCache()
         # Temp names: unique under the DEST lock without asking the kernel for randomness per file.
         # itertools.count's next() is atomic across threads (a generator's is not).
         self._temp_prefix, self._temp_numbers = secrets.token_hex(4), itertools.count()
@@ -265,8 +265,7 @@ class _DirCache:
 
     LIMIT = 128  # open fds kept; files are planned in listing order, so a pass moves folder by folder
 
-    def __init__(self, root: Path) -> None:
-        self._root = root
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, list[int]] = {}  # parent -> [fd, users]
 

@@ -76,7 +76,7 @@ def test_a_delete_drops_the_cached_folders(dest: Path) -> None:
 
 
 def test_an_fd_in_use_is_closed_by_its_last_user_never_under_it(tmp_path: Path) -> None:
-    cache = _DirCache(tmp_path)
+    cache = _DirCache()
     (tmp_path / "d").mkdir()
 
     def walk(parent: str, *, create: bool) -> int:
