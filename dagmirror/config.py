@@ -46,8 +46,7 @@ def redact_url(url: str) -> str:
         return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
     if parts.username is None and parts.password is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    netloc = parts.netloc.rpartition("@")[2]  # not host:port: .port raises on a non-numeric port
     return urlunsplit((parts.scheme, f"***@{netloc}", parts.path, parts.query, parts.fragment))
 
 

@@ -209,6 +209,7 @@ class _Pass:
         self.failures: list[Failure] = []
         self.installed: list[Installed] = []
         self.deferred: list[tuple[_Job, FetchedObject, str, str]] = []
+        self.forgotten: list[str] = []
         self.state: State = State(str(cfg.source))
         self.requests_before = source.request_counts()
 
@@ -446,6 +447,10 @@ class _Pass:
         if self.cfg.dry_run:
             return None, [Tombstone(p, self.prefix + p, self.state.entries[p].etag, 0.0) for p in plan.paths]
         paths = await self._confirmed_gone(plan.paths)
+        for path in self.forgotten:
+            log.info("forgot %s: its file was deleted by hand and its key is not listed", path)
+            del self.state.entries[path]
+            self.dirty = True
         now = self.m._clock()
         tombstones = [Tombstone(p, self.prefix + p, self.state.entries[p].etag, now) for p in paths]
         if paths:
@@ -485,7 +490,16 @@ class _Pass:
         except ObjectVanished:
             return True
         except DagmirrorError as exc:
-            self._fail(key, f"kept: not in the listing, and its deletion could not be confirmed: {exc}")
+            if (await self.m._io(self.m._tree.stat_many, [path]))[0] is None:
+                # Deleted by hand: nothing left to delete, so nothing to confirm. Forgetting the path is how
+                # an operator clears a deletion no server answer can ever confirm.
+                self.forgotten.append(path)
+                return False
+            self._fail(
+                key,
+                f"kept: not in the listing, and its deletion could not be confirmed: {exc}; "
+                f"delete {path} from DEST by hand to stop retrying",
+            )
             return False
         self._fail(key, "kept: not in the listing, yet the object exists (the listing was incomplete)")
         return False

@@ -22,6 +22,12 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Bidirectional overrides and isolates make a name display as another ('evil\u202eyp.py' shows as
 # 'evilpy.py'); line and paragraph separators split log lines. Neither has a place in a DAG path.
 _DISGUISE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# Unicode noncharacters (U+FDD0..U+FDEF and the last two code points of every plane) are never text: a
+# server may store such a key yet answer its 404 without a parseable NoSuchKey, so its deletion could never
+# be confirmed and the file would stay forever.
+_NONCHARACTER = re.compile(
+    "[\ufdd0-\ufdef" + "".join(f"{chr(p << 16 | 0xFFFE)}{chr(p << 16 | 0xFFFF)}" for p in range(17)) + "]"
+)
 
 
 def key_to_path(key: str, prefix: str) -> str | Rejection | None:
@@ -44,6 +50,8 @@ def _unsafe_reason(rel: str) -> str | None:  # noqa: PLR0911 - one return per ru
         return "control character in key"
     if _DISGUISE.search(rel):
         return "bidirectional-override or line-separator character in key"
+    if _NONCHARACTER.search(rel):
+        return "Unicode noncharacter in key"
     if "\\" in rel:
         return "backslash in key"
     if rel.startswith("/"):

@@ -34,6 +34,13 @@ HOSTILE = {
     "dags/dev/evil\u202eyp.py": "bidirectional-override or line-separator character in key",
     "dags/dev/iso\u2066x\u2069.py": "bidirectional-override or line-separator character in key",
     "dags/dev/line\u2028sep.py": "bidirectional-override or line-separator character in key",
+    # Noncharacters: S3 stores them, but a server's 404 for such a key may carry no parseable NoSuchKey,
+    # so a deletion could never be confirmed (seen on moto server with U+FFFE).
+    "dags/dev/non\ufffe.py": "Unicode noncharacter in key",
+    "dags/dev/non\uffff.py": "Unicode noncharacter in key",
+    "dags/dev/non\ufdd0.py": "Unicode noncharacter in key",
+    "dags/dev/non\U0001fffe.py": "Unicode noncharacter in key",
+    "dags/dev/non\U0010ffff/x.py": "Unicode noncharacter in key",
     "dags/dev/../": "'..' path segment",  # a folder marker that climbs is reported, not skipped
     "dags/dev/a/../../": "'..' path segment",
     "dags/dev/.dagmirror/": "'.dagmirror/' is reserved for dagmirror's state",

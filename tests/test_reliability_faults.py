@@ -225,3 +225,26 @@ def test_proxy_forwards_damaged_answers_as_described(s3: Any, bucket: str, moto_
         proxy.set_fault(None)
         assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == body
         assert proxy.injected() == {"GET corrupt": 1, "GET truncate": 1}
+
+
+async def test_an_unconfirmable_deletion_says_what_clears_it_and_deleting_the_file_by_hand_does(
+    s3: Any, seeded: str, proxy: S3Proxy, tmp_path: Path
+) -> None:
+    gone = "team0/dag_00.py"
+    await sync(seeded, proxy, tmp_path)
+    s3.delete_object(Bucket=seeded, Key=PREFIX + gone)
+    # A 404 without S3's NoSuchKey (an ingress misroute, or a key the server cannot name in XML) never
+    # confirms a deletion: the file is kept, and the failure says how to make it stop.
+    proxy.set_fault(lambda r: Fault(status=404, code="") if r.op == "GET" and r.path.endswith(gone) else None)
+    for _ in range(2):
+        report = await sync(seeded, proxy, tmp_path)
+        assert [f.key for f in report.failures] == [PREFIX + gone]
+        assert "could not be confirmed" in report.failures[0].error
+        assert f"delete {gone} from DEST by hand" in report.failures[0].error
+        assert (tmp_path / gone).exists()
+    (tmp_path / gone).unlink()
+    report = await sync(seeded, proxy, tmp_path)
+    assert (report.failed, report.deleted) == (0, 0)
+    assert tree(tmp_path) == {k: v for k, v in FILES.items() if k != gone}
+    report = await sync(seeded, proxy, tmp_path)
+    assert (report.failed, report.deleted, report.requests.get("GET 404", 0)) == (0, 0, 0)
