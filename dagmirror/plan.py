@@ -3,7 +3,7 @@ delete guard allows it. No I/O: every input is data, so each rule is testable wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Collection, Iterable, Set
 
 from dagmirror.models import (
     Action,
@@ -117,7 +117,7 @@ def _parents(path: str) -> list[str]:
 
 
 def plan_deletions(
-    managed: Mapping[str, StateEntry],
+    managed: Collection[str],
     listed: Set[str],
     *,
     mirrored: Callable[[str], bool],
@@ -127,6 +127,7 @@ def plan_deletions(
 ) -> DeletePlan:
     """Managed paths the complete listing no longer has, behind the delete guard.
 
+    `managed` are the paths dagmirror installed (state's keys; a deploy passes the live paths in scope).
     `mirrored` is the include/exclude filter: a managed path that is filtered out is left alone, not deleted.
     `listed_any` is whether the listing returned any object at all (rejected and excluded ones included).
     """

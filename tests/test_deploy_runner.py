@@ -325,7 +325,7 @@ def test_the_git_commit_and_whether_the_deployed_paths_differ_from_it_are_record
 
 
 async def test_the_request_pool_keeps_order_and_raises_the_first_error_as_itself() -> None:
-    from dagmirror.deploy.pool import bounded_map
+    from dagmirror.pool import bounded_map
 
     async def double(n: int) -> int:
         await asyncio.sleep(0.001 * (n % 3))

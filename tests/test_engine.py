@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import os
@@ -271,3 +272,18 @@ async def test_disk_full_keeps_existing_files_and_recovers(
     report = await sync(source, tmp_path)
     assert (report.failed, report.downloaded) == (0, 2)
     assert tree(tmp_path) == expected(source.objects)
+
+
+async def test_no_task_of_a_failed_pass_outlives_it(tmp_path: Path) -> None:
+    source = MemorySource(FILES, page_size=1)
+
+    def fail_second_page(op: str, target: str) -> None:
+        if op == "LIST" and source.counts["LIST"] > 2:
+            raise SourceUnavailable("listing broke")
+
+    source.fault = fail_second_page
+    before = asyncio.all_tasks()
+    with pytest.raises(PassFailed):
+        await sync(source, tmp_path / "d", checkpoint_interval=0.05)
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == before

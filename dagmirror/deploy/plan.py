@@ -9,12 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from dagmirror.keys import key_to_path
-from dagmirror.models import Rejection, StateEntry
+from dagmirror.models import Rejection
 from dagmirror.plan import plan_deletions
 from dagmirror.source import LiveObject, ObjectHead
-
-# plan_deletions only reads the keys of its `managed` mapping: every live path in scope maps to this.
-_LIVE = StateEntry(etag="", size=0, xxh3="", local_size=0, mtime_ns=0, ino=0)
 
 
 class Op(enum.Enum):
@@ -92,7 +89,7 @@ def plan_deploy(
         op = compare(w, current)
         step = Step(op or w.write_op, path, w, current)
         (to_check if op is None else unchanged if op is Op.UNCHANGED else writes).append(step)
-    in_scope = {p: _LIVE for p in live if wants(p) and any(p.startswith(s) for s in scopes)}
+    in_scope = [p for p in live if wants(p) and any(p.startswith(s) for s in scopes)]
     verdict = plan_deletions(
         in_scope,
         set(wanted),

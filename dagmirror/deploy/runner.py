@@ -31,7 +31,6 @@ from dagmirror.deploy.plan import (
     plan_deploy,
     settle,
 )
-from dagmirror.deploy.pool import bounded_map
 from dagmirror.deploy.record import (
     DeployReport,
     check_deploy_id,
@@ -47,6 +46,7 @@ from dagmirror.deploy.validate import budget_problems, collision_problems, compi
 from dagmirror.deploy.writer import Writer
 from dagmirror.errors import ConfigError, DagmirrorError, DeployRefused, GuardRefused
 from dagmirror.keys import PathFilter
+from dagmirror.pool import bounded_map
 from dagmirror.retry import Sleep, retrying
 from dagmirror.source import DeployStore, LiveObject
 from dagmirror.verify import verify, xxh3_hex

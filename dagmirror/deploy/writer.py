@@ -13,7 +13,6 @@ from typing import TypeVar
 import orjson
 
 from dagmirror.deploy.plan import DeployPlan, Removal, Step
-from dagmirror.deploy.pool import bounded_map
 from dagmirror.deploy.record import (
     DeployReport,
     FileResult,
@@ -24,6 +23,7 @@ from dagmirror.deploy.record import (
     written_result,
 )
 from dagmirror.errors import DagmirrorError
+from dagmirror.pool import bounded_map
 from dagmirror.retry import RetryPolicy, Sleep, retrying
 from dagmirror.source import DeployStore
 from dagmirror.verify import xxh3_hex

@@ -1,0 +1,130 @@
+"""Mirror: owns what outlives a pass (the source connection, DEST's lock and thread pool, the loaded state)
+and runs one SyncPass at a time over a fresh PassContext."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from dagmirror.config import MirrorConfig
+from dagmirror.engine.context import Ledger, PassContext
+from dagmirror.engine.syncpass import SyncPass
+from dagmirror.engine.tally import Progress
+from dagmirror.errors import SourceError, SourceUnavailable
+from dagmirror.install import Tree
+from dagmirror.models import Rejection, SyncReport
+from dagmirror.retry import Sleep
+from dagmirror.source import ObjectSource
+from dagmirror.state import State, adopt_journal, load_state
+
+log = logging.getLogger("dagmirror")
+
+
+class Mirror:
+    """Makes `config.dest` an exact, safe mirror of `config.source`. Use as `async with Mirror(cfg) as m`."""
+
+    def __init__(
+        self,
+        config: MirrorConfig,
+        *,
+        source: ObjectSource | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.progress = Progress()  # the live Tally of the pass in flight (or of the last one)
+        self._source = source
+        self._owns_source = source is None
+        self._sleep = sleep
+        self._clock = clock
+        self._tree = Tree(config.dest, fsync=config.fsync)
+        self._state: State | None = None
+        self._pass_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(16, config.concurrency), thread_name_prefix="dagmirror-io"
+        )
+        self._logged_rejections: set[str] = set()
+
+    async def __aenter__(self) -> Mirror:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> ObjectSource:
+        if self._source is None:
+            from dagmirror.source.s3 import S3Source  # the SDK loads only when a real S3 source is needed
+
+            self._source = await S3Source.open(self.config)
+        return self._source
+
+    async def aclose(self) -> None:
+        if self._source is not None and self._owns_source:
+            await self._source.aclose()
+            self._source = None
+        self._executor.shutdown(wait=True)  # an install in a thread finishes its rename or removes its temp
+        self._tree.close()
+
+    async def wait_for_source(self, seconds: float) -> None:
+        """Return once the prefix lists at least one object; retry until `timeout` (init containers: the
+        workers must not start before their DAGs exist). Missing buckets and outages are retried too."""
+        deadline = time.monotonic() + seconds
+        delay = 0.25
+        while True:
+            try:
+                source = (
+                    await self.open()
+                )  # inside the loop: credentials (IRSA, IMDS) may not be ready either
+                page = await source.list_page(self.config.source.prefix, delimiter=False, token=None)
+                if page.objects:
+                    return
+                why = f"{self.config.source} lists no objects"
+            except SourceError as exc:
+                why = str(exc)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SourceUnavailable(f"source not ready after {seconds:g}s: {why}")
+            log.info("waiting for the source: %s", why)
+            await self._sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)
+
+    async def sync_once(self) -> SyncReport:
+        """One pass. Raises PassFailed if the listing could not complete (nothing is deleted then)."""
+        async with self._pass_lock:
+            source = await self.open()
+            ctx = PassContext(
+                config=self.config,
+                source=source,
+                tree=self._tree,
+                ledger=Ledger(await self._load_state()),
+                executor=self._executor,
+                sleep=self._sleep,
+                clock=self._clock,
+                note_rejection=self._note_rejection,
+            )
+            self.progress = ctx.tally
+            return await SyncPass(ctx).run()
+
+    async def _load_state(self) -> State:
+        loop = asyncio.get_running_loop()
+        if self._state is None:
+            journal: list[str] = []
+            if not self.config.dry_run:
+                journal = await loop.run_in_executor(self._executor, self._tree.open)
+            self._state = await loop.run_in_executor(
+                self._executor, load_state, self._tree.meta, str(self.config.source)
+            )
+            if adopt_journal(self._state, journal):
+                log.info("recovered %d paths from an interrupted pass", len(journal))
+        elif not self.config.dry_run:
+            await loop.run_in_executor(self._executor, self._tree.clean_temps)
+        return self._state
+
+    def _note_rejection(self, rejection: Rejection) -> None:
+        if rejection.key not in self._logged_rejections:
+            self._logged_rejections.add(rejection.key)
+            log.warning("rejected key %r: %s", rejection.key, rejection.reason)

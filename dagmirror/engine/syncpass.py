@@ -1,0 +1,93 @@
+"""One pass: listing -> planner -> fetchers, in one TaskGroup with the checkpoint task, then the deletes.
+
+    Lister --Batch--> planner pool (1 worker) --Job--> fetcher pool (`concurrency` workers)
+
+Both queues are bounded, so listing never runs far ahead of the GETs. Each stage is closed in order once
+the one before it is done. A failure in any stage (a listing error above all) fails the TaskGroup, which
+cancels the others, and the pass ends before the delete phase: a bad listing can never delete anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from dagmirror.engine.context import PassContext
+from dagmirror.engine.deletes import Deleter
+from dagmirror.engine.fetcher import Fetcher
+from dagmirror.engine.listing import Batch, Lister
+from dagmirror.engine.planner import Job, Planner
+from dagmirror.engine.tally import request_delta
+from dagmirror.errors import DagmirrorError, PassFailed
+from dagmirror.models import SyncReport
+from dagmirror.pool import WorkerPool
+
+PAGE_QUEUE = 64  # listing pages waiting for the planner
+
+
+class SyncPass:
+    def __init__(self, ctx: PassContext) -> None:
+        self._ctx = ctx
+        self._fetcher = Fetcher(ctx)
+        self._requests_before = ctx.source.request_counts()
+
+    async def run(self) -> SyncReport:
+        ctx = self._ctx
+        started = time.monotonic()
+        fetchers: WorkerPool[Job] = WorkerPool(
+            self._fetcher.fetch, workers=ctx.config.concurrency, maxsize=ctx.config.concurrency * 2
+        )
+        planner = Planner(ctx, fetchers.put)
+        planning: WorkerPool[Batch] = WorkerPool(planner.plan, workers=1, maxsize=PAGE_QUEUE)
+        lister = Lister(ctx, planning.put)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                checkpoints = tg.create_task(self._checkpoint_loop())
+                fetchers.start(tg)
+                planning.start(tg)
+                await lister.run()
+                await planning.close()
+                await fetchers.close()
+                checkpoints.cancel()
+        except* DagmirrorError as group:
+            await self._save_state()
+            cause = _first_leaf(group)
+            raise PassFailed(f"pass aborted, nothing deleted: {cause}", cause) from None
+        guard, tombstones = await Deleter(ctx).run(planner.claims.files, listed_any=lister.listed_any)
+        await self._fetcher.install_deferred(guard)
+        await self._save_state(final=True)
+        return ctx.tally.report(
+            source=str(ctx.config.source),
+            dest=str(ctx.config.dest),
+            dry_run=ctx.config.dry_run,
+            seconds=time.monotonic() - started,
+            guard=guard,
+            tombstones=tombstones,
+            requests=request_delta(self._requests_before, ctx.source.request_counts()),
+        )
+
+    async def _save_state(self, *, final: bool = False) -> None:
+        ctx = self._ctx
+        if ctx.config.dry_run or not (ctx.ledger.dirty or final):
+            return
+        data = ctx.ledger.state.dump()
+        await ctx.io(ctx.tree.write_meta, "state.json", data)
+        ctx.ledger.dirty = False
+        if final:
+            await ctx.io(ctx.tree.reset_journal)
+
+    async def _checkpoint_loop(self) -> None:
+        """Persist progress during long passes so a killed pass resumes without downloading again."""
+        while True:
+            await asyncio.sleep(self._ctx.config.checkpoint_interval)
+            if self._ctx.ledger.dirty:
+                await self._save_state()
+
+
+def _first_leaf(group: BaseExceptionGroup[DagmirrorError]) -> DagmirrorError:
+    """Stage groups nest (the lister has its own TaskGroup): the first real error is the cause."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, DagmirrorError)
+    return first
