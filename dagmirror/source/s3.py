@@ -82,9 +82,7 @@ class S3Source:
     async def open(cls, config: MirrorConfig) -> S3Source:
         if config.transport == "lean":
             return await cls._open_lean(config)
-        import aioboto3  # only the sdk transport and the sink pay for importing it
-
-        session = aioboto3.Session(profile_name=config.profile, region_name=config.region)
+        session = _sdk_session(config.profile, config.region)
         custom_endpoint = config.endpoint_url is not None
         sdk_config = Config(
             max_pool_connections=config.concurrency + config.list_concurrency + 4,
@@ -212,6 +210,16 @@ class S3Source:
             raise SourceUnavailable(f"{where}: no complete answer within {seconds:.0f}s") from None
 
 
+def _sdk_session(profile: str | None, region: str | None) -> Any:
+    """An aioboto3 Session; a bad AWS configuration (an unknown profile...) is a SourceConfigError."""
+    import aioboto3  # only the sdk transport and the sink pay for importing it
+
+    try:
+        return aioboto3.Session(profile_name=profile, region_name=region)
+    except BotoCoreError as exc:
+        raise SourceConfigError(f"AWS configuration: {_first_line(exc)}") from None
+
+
 def _deadline(config: MirrorConfig) -> float:
     return config.connect_timeout + config.read_timeout
 
@@ -259,9 +267,7 @@ class S3Sink:
             S3Url(bucket, ""), Path("."), endpoint_url=endpoint_url, region=region, profile=profile
         )
         source = await S3Source.open(replace(config, transport="sdk", concurrency=concurrency))
-        import aioboto3
-
-        session = aioboto3.Session(profile_name=profile, region_name=region) if sts else None
+        session = _sdk_session(profile, region) if sts else None
         return cls(source, session=session)
 
     async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
