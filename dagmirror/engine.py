@@ -123,9 +123,9 @@ class Mirror:
 
     async def open(self) -> None:
         if self._source is None:
-            from dagmirror.source.s3 import S3Source  # the SDK loads only when a real S3 source is needed
+            from dagmirror.source import open_source
 
-            self._source = await S3Source.open(self.config)
+            self._source = await open_source(self.config)
 
     async def aclose(self) -> None:
         if self._source is not None and self._owns_source:
@@ -378,15 +378,8 @@ class _Pass:
         return result, verify(result, listed=job.obj)
 
     async def _get(self, key: str, if_none_match: str | None, size: int) -> FetchedObject | NotModified:
-        """GET with the body bounded by the expected size where the source can bound it (S3Source can;
-        ObjectSource.get has no such parameter yet, so the engine asks for it by name)."""
-        at_most = getattr(self.source, "get_at_most", None)
-        if at_most is None:
-            return await self.source.get(key, if_none_match=if_none_match)
-        result: FetchedObject | NotModified = await at_most(
-            key, if_none_match=if_none_match, max_bytes=max(size, 0) + BODY_ROOM
-        )
-        return result
+        """GET with the body bounded by the listed size plus BODY_ROOM."""
+        return await self.source.get(key, if_none_match=if_none_match, max_bytes=max(size, 0) + BODY_ROOM)
 
     async def _install(self, job: _Job, fetched: FetchedObject, digest: str, *, defer_blocked: bool) -> None:
         try:
