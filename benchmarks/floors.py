@@ -16,10 +16,10 @@ import time
 import orjson
 
 from dagmirror.config import MirrorConfig
-from dagmirror.source.s3 import S3Source
+from dagmirror.source import ObjectSource, open_source
 
 
-async def _keys(source: S3Source, prefix: str) -> list[str]:
+async def _keys(source: ObjectSource, prefix: str) -> list[str]:
     keys: list[str] = []
     token: str | None = None
     while True:
@@ -32,7 +32,7 @@ async def _keys(source: S3Source, prefix: str) -> list[str]:
 
 async def main(mode: str, url: str) -> float:
     config = MirrorConfig.create(url, "/nonexistent", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    source = await S3Source.open(config)
+    source = await open_source(config)
     try:
         if mode == "list":
             start = time.perf_counter()

@@ -173,9 +173,9 @@ def _audit_sink(options: dict[str, Any], mappings: tuple[Any, ...]) -> Any:
     first: MirrorConfig = mappings[0].config
 
     async def open_sink() -> Any:
-        from dagmirror.source.s3 import S3Sink
+        from dagmirror.source.store import S3Store
 
-        return await S3Sink.open(
+        return await S3Store.open(
             target.bucket, endpoint_url=first.endpoint_url, region=first.region, profile=first.profile
         )
 

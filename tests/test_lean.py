@@ -13,8 +13,8 @@ from dagmirror.config import MirrorConfig
 from dagmirror.devtools.proxy import S3Proxy
 from dagmirror.devtools.servers import CREDENTIALS
 from dagmirror.errors import ObjectVanished, SourceError
+from dagmirror.source._translate import classify as _classify
 from dagmirror.source.lean import LeanS3, UntrustedXML, parse_list
-from dagmirror.source.s3 import _classify
 from dagmirror.source.sigv4 import Credentials, Signer
 
 from .clihelpers import put_all

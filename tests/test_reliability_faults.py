@@ -188,13 +188,13 @@ def test_a_page_marked_truncated_without_a_continuation_token_is_refused() -> No
 async def test_the_sdk_listing_refuses_a_truncated_page_without_a_token(tmp_path: Path) -> None:
     from contextlib import AsyncExitStack
 
-    from dagmirror.source.s3 import S3Source
+    from dagmirror.source.sdk import SdkSource
 
     class Client:
         async def list_objects_v2(self, **_: Any) -> dict[str, Any]:
             return {"IsTruncated": True, "Contents": [{"Key": "dags/a.py", "ETag": '"x"', "Size": 1}]}
 
-    source = S3Source(Client(), "bkt", "http://127.0.0.1:9", AsyncExitStack())
+    source = SdkSource(Client(), "bkt", "http://127.0.0.1:9", AsyncExitStack())
     with pytest.raises(SourceUnavailable, match="truncated page without a token"):
         await source.list_page("dags/", delimiter=False, token=None)
 

@@ -2,7 +2,7 @@
 
 `Deployer` runs it for a deploy (local files), a promote (another environment's live versions) and a
 rollback (the versions a record names). Decisions come from plan.py and validate.py, writes from
-writer.py; every request goes through a `DeployStore` (source/s3.py in production, source/memory.py in unit
+writer.py; every request goes through a `DeployStore` (source/store.py in production, source/memory.py in unit
 tests). Nothing is written until every check has passed.
 """
 
@@ -306,10 +306,10 @@ class Deployer:
     # -- helpers ---------------------------------------------------------------------------------------------
     async def _open(self) -> DeployStore:
         if self._store is None:
-            from dagmirror.source.s3 import S3Sink  # the SDK loads only when a real bucket is needed
+            from dagmirror.source.store import S3Store  # the SDK loads only when a real bucket is needed
 
             cfg = self.config
-            self._store = await S3Sink.open(
+            self._store = await S3Store.open(
                 cfg.bucket.bucket,
                 endpoint_url=cfg.endpoint_url,
                 region=cfg.region,

@@ -31,15 +31,8 @@ class Deferred:
 async def get_bounded(
     source: ObjectSource, key: str, if_none_match: str | None, size: int
 ) -> FetchedObject | NotModified:
-    """GET with the body bounded by the expected size where the source can bound it (S3Source can;
-    ObjectSource.get has no such parameter yet, so it is asked for by name)."""
-    at_most = getattr(source, "get_at_most", None)
-    if at_most is None:
-        return await source.get(key, if_none_match=if_none_match)
-    result: FetchedObject | NotModified = await at_most(
-        key, if_none_match=if_none_match, max_bytes=max(size, 0) + BODY_ROOM
-    )
-    return result
+    """GET with the body bounded by the listed size plus BODY_ROOM."""
+    return await source.get(key, if_none_match=if_none_match, max_bytes=max(size, 0) + BODY_ROOM)
 
 
 class Fetcher:

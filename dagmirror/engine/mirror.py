@@ -57,9 +57,9 @@ class Mirror:
 
     async def open(self) -> ObjectSource:
         if self._source is None:
-            from dagmirror.source.s3 import S3Source  # the SDK loads only when a real S3 source is needed
+            from dagmirror.source import open_source
 
-            self._source = await S3Source.open(self.config)
+            self._source = await open_source(self.config)
         return self._source
 
     async def aclose(self) -> None:

@@ -1,12 +1,20 @@
-"""Where objects come from and go to. `ObjectSource` and `ObjectSink`/`DeployStore` are the seams: `s3.py`
-(the only module that imports the AWS SDK) and `memory.py` (in-memory fakes with latency and failure
-injection, for unit tests) implement them."""
+"""Where objects come from and go to. `ObjectSource` and `ObjectSink`/`DeployStore` are the seams, and
+`open_source` picks the transport that serves a mirror:
+
+- `lean.py`: ObjectSource over plain aiohttp, signed by `sigv4.py` (the default transport);
+- `sdk.py`: ObjectSource over aioboto3; `store.py`: the write side (ObjectSink + DeployStore) over aioboto3;
+- `credentials.py`: the SDK's credential chain, region and sessions; `_translate.py`: one error translation,
+  request counts and deadlines for every transport; `_wire.py`: S3 answers read the same way by both;
+- `memory.py`: in-memory fakes with latency and failure injection, for unit tests.
+
+Only sdk.py, store.py and credentials.py import the AWS SDK (import-linter contracts in pyproject.toml)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
+from dagmirror.config import MirrorConfig
 from dagmirror.models import FetchedObject, ListPage, NotModified
 
 
@@ -17,8 +25,12 @@ class ObjectSource(Protocol):
         """One ListObjectsV2 page under `prefix`, sorted by key; with `delimiter`, '/' groups sub-prefixes."""
         ...
 
-    async def get(self, key: str, *, if_none_match: str | None) -> FetchedObject | NotModified:
-        """The whole object; NotModified when `if_none_match` (an unquoted ETag) still matches."""
+    async def get(
+        self, key: str, *, if_none_match: str | None, max_bytes: int | None = None
+    ) -> FetchedObject | NotModified:
+        """The whole object; NotModified when `if_none_match` (an unquoted ETag) still matches. A body longer
+        than `max_bytes` (None: no limit) fails the GET with a fatal SourceError (code 'BodyTooLarge') as
+        soon as it shows, so a server sending a huge body for a small key cannot fill memory."""
         ...
 
     def request_counts(self) -> dict[str, int]:
@@ -26,6 +38,17 @@ class ObjectSource(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def open_source(config: MirrorConfig) -> ObjectSource:
+    """The ObjectSource for `config.transport`: "lean" (default) or "sdk"."""
+    if config.transport == "sdk":
+        from dagmirror.source.sdk import SdkSource  # the SDK loads only for the transport that needs it
+
+        return await SdkSource.open(config)
+    from dagmirror.source.lean import LeanSource
+
+    return await LeanSource.open(config)
 
 
 class ObjectSink(Protocol):

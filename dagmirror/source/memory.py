@@ -58,7 +58,9 @@ class MemorySource:
         prefixes = tuple(e for e in window if e not in self.objects)
         return ListPage(objects, prefixes, window[-1] if more and window else None)
 
-    async def get(self, key: str, *, if_none_match: str | None) -> FetchedObject | NotModified:
+    async def get(
+        self, key: str, *, if_none_match: str | None, max_bytes: int | None = None
+    ) -> FetchedObject | NotModified:
         await self._enter("GET", key)
         if key not in self.objects:
             raise ObjectVanished(f"object {key!r} vanished")
@@ -69,6 +71,10 @@ class MemorySource:
             return NotModified(etag)
         self.counts["GET 200"] += 1
         served = self.fault("BODY", key) if self.fault else None
+        if max_bytes is not None and len(served if served is not None else body) > max_bytes:
+            raise SourceError(
+                f"GET {key}: body exceeds the listed size {max_bytes}", transient=False, code="BodyTooLarge"
+            )
         return FetchedObject(
             key,
             served if served is not None else body,
