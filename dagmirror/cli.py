@@ -11,14 +11,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 
-from dagmirror.config import DEFAULT_CONCURRENCY, MirrorConfig
+from dagmirror.config import DEFAULT_CONCURRENCY, MirrorConfig, ServiceConfig
 from dagmirror.deploy import Deployer, DeployReport, config_path, load_deploy_config
 from dagmirror.engine import Mirror
 from dagmirror.errors import (
@@ -32,6 +32,7 @@ from dagmirror.errors import (
 )
 from dagmirror.logs import setup_logging
 from dagmirror.models import SyncReport
+from dagmirror.source import ObjectSink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_GUARD = 0, 1, 2, 3
 T = TypeVar("T")
@@ -132,13 +133,15 @@ def sync(
 )
 @click.option("--audit-dir", type=click.Path(file_okay=False), help="Local audit folder.")
 @click.option(
-    "--audit-s3", metavar="s3://BUCKET", help="Ship audit records to s3://BUCKET/metadata/sync-logs/."
+    "--audit-s3",
+    metavar="s3://BUCKET",
+    help="Ship audit records to s3://BUCKET/metadata/sync-logs/.",
 )
 @mirror_options
 def run(source: str | None, dest: Path | None, config_file: Path | None, **params: Any) -> None:
     """Keep DEST mirrored: a pass at start, then one every interval; SIGUSR1 asks for a pass now."""
-    from dagmirror.service import Service, ServiceConfig
-    from dagmirror.settings import load_settings
+    from dagmirror.config import load_run_config
+    from dagmirror.service import Service
 
     verbose = int(params.pop("verbose"))
     setup_logging(max(verbose, 1))
@@ -146,33 +149,20 @@ def run(source: str | None, dest: Path | None, config_file: Path | None, **param
     flags: dict[str, Any] = {k: params[k] for k in service_keys if params.get(k) is not None}
     flags |= _mirror_flags(params) | {"source": source, "dest": str(dest) if dest else None}
     try:
-        settings = load_settings(config_file, os.environ, flags)
-        options = dict(settings.service)
-        if options.get("http") == "off":
-            options["http"] = None
-        if "audit_dir" in options:
-            options["audit_dir"] = Path(options["audit_dir"])
-        mappings = tuple(_mapping(name, cfg) for name, cfg in settings.mirrors)
-        service = Service(ServiceConfig(mappings, **options), sink_factory=_audit_sink(options, mappings))
-        code = _run(service.run())
+        config = load_run_config(config_file, os.environ, flags)
+        code = _run(Service(config, sink_factory=_audit_sink(config)).run())
     except DagmirrorError as exc:
         _die(exc, verbose)
     sys.exit(code)
 
 
-def _mapping(name: str, config: MirrorConfig) -> Any:
-    from dagmirror.service import Mapping
-
-    return Mapping(name, config)
-
-
-def _audit_sink(options: dict[str, Any], mappings: tuple[Any, ...]) -> Any:
-    target = options.get("audit_s3")
+def _audit_sink(config: ServiceConfig) -> Callable[[], Awaitable[ObjectSink]] | None:
+    target = config.audit_s3
     if target is None:
         return None
-    first: MirrorConfig = mappings[0].config
+    first = config.mappings[0].config
 
-    async def open_sink() -> Any:
+    async def open_sink() -> ObjectSink:
         from dagmirror.source.s3 import S3Sink
 
         return await S3Sink.open(

@@ -15,15 +15,12 @@ import logging
 import os
 import random
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from dagmirror.audit import AuditLog
-from dagmirror.config import MirrorConfig, S3Url
+from dagmirror.config import Mapping, MirrorConfig, ServiceConfig
 from dagmirror.engine import Mirror
 from dagmirror.errors import DagmirrorError
 from dagmirror.http import HttpServer, Probes
@@ -31,34 +28,7 @@ from dagmirror.metrics import Metrics
 from dagmirror.source import ObjectSink
 
 log = logging.getLogger("dagmirror")
-
-
-@dataclass(frozen=True)
-class Mapping:
-    name: str
-    config: MirrorConfig
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    mappings: tuple[Mapping, ...]
-    interval: float = 30.0
-    jitter: float = 0.1
-    http: str | None = "127.0.0.1:9090"
-    staleness: float | None = None  # default: max(120 s, 4 intervals)
-    grace: float = 30.0
-    max_backoff: float = 300.0
-    audit_dir: Path | None = None  # default: <first DEST>/.dagmirror/audit
-    audit_s3: S3Url | None = None
-    host: str = field(default_factory=socket.gethostname)
-
-    @property
-    def staleness_limit(self) -> float:
-        return self.staleness if self.staleness is not None else max(120.0, 4 * self.interval)
-
-    @property
-    def audit_directory(self) -> Path:
-        return self.audit_dir or self.mappings[0].config.dest / ".dagmirror" / "audit"
+__all__ = ["Mapping", "Service", "ServiceConfig"]
 
 
 class _Runner:

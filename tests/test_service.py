@@ -12,11 +12,11 @@ import pytest
 from aiohttp import ClientSession
 
 from dagmirror import Mirror, MirrorConfig
+from dagmirror.config import load_run_config
 from dagmirror.errors import ConfigError, SourceUnavailable
 from dagmirror.models import SyncReport
 from dagmirror.retry import RetryPolicy
 from dagmirror.service import Mapping, Service, ServiceConfig
-from dagmirror.settings import load_settings
 from dagmirror.source.memory import MemorySource
 
 FILES = {f"dags/team/f{i}.py": f"dag {i}\n".encode() for i in range(20)}
@@ -213,14 +213,14 @@ exclude = ["*_test.py"]
 bucket_url = "s3://bkt/dags/"
 """,
     )
-    settings = load_settings(
+    config = load_run_config(
         path, {"DAGMIRROR_INTERVAL": "20", "DAGMIRROR_CONCURRENCY": "16"}, {"concurrency": 32}
     )
-    assert settings.service["interval"] == 20.0
-    names = [n for n, _ in settings.mirrors]
+    assert config.interval == 20.0
+    names = [m.name for m in config.mappings]
     assert names == ["a", "b"]
-    assert all(c.concurrency == 32 for _, c in settings.mirrors)
-    assert settings.mirrors[1][1].filters.exclude == ("*_test.py",)
+    assert all(m.config.concurrency == 32 for m in config.mappings)
+    assert config.mappings[1].config.filters.exclude == ("*_test.py",)
 
 
 def test_every_bad_field_is_reported_on_its_own_line(tmp_path: Path) -> None:
@@ -241,7 +241,7 @@ dest = "{tmp_path}/a/inner"
 """,
     )
     with pytest.raises(ConfigError) as info:
-        load_settings(path, {"DAGMIRROR_JITTER": "lots"}, {})
+        load_run_config(path, {"DAGMIRROR_JITTER": "lots"}, {})
     lines = str(info.value).splitlines()
     assert any("interval" in line for line in lines)
     assert any("unknown key 'colour'" in line for line in lines)
@@ -264,12 +264,12 @@ dest = "{tmp_path}/a/b"
 """,
     )
     with pytest.raises(ConfigError, match="overlaps"):
-        load_settings(path, {}, {})
+        load_run_config(path, {}, {})
 
 
 def test_invalid_toml_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid TOML"):
-        load_settings(write(tmp_path, "interval = = 3"), {}, {})
+        load_run_config(write(tmp_path, "interval = = 3"), {}, {})
 
 
 def test_audit_never_writes_through_a_symlink_planted_in_dest(tmp_path: Path) -> None:
