@@ -11,14 +11,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 
-from dagmirror.config import DEFAULT_CONCURRENCY, MirrorConfig, ServiceConfig
+from dagmirror.config import DEFAULT_CONCURRENCY, MirrorConfig
 from dagmirror.deploy import Deployer, DeployReport, config_path, load_deploy_config
 from dagmirror.engine import Mirror
 from dagmirror.errors import (
@@ -32,7 +32,6 @@ from dagmirror.errors import (
 )
 from dagmirror.logs import setup_logging
 from dagmirror.models import SyncReport
-from dagmirror.source import ObjectSink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_GUARD = 0, 1, 2, 3
 T = TypeVar("T")
@@ -134,14 +133,14 @@ def sync(
 @click.option("--audit-dir", type=click.Path(file_okay=False), help="Local audit folder.")
 @click.option(
     "--audit-s3",
-    metavar="s3://BUCKET",
-    help="Ship audit records to s3://BUCKET/metadata/sync-logs/.",
+    metavar="s3://BUCKET[/PREFIX]",
+    help="Ship audit records to s3://BUCKET/metadata/sync-logs/ (or to PREFIX/ when given).",
 )
 @mirror_options
 def run(source: str | None, dest: Path | None, config_file: Path | None, **params: Any) -> None:
     """Keep DEST mirrored: a pass at start, then one every interval; SIGUSR1 asks for a pass now."""
     from dagmirror.config import load_run_config
-    from dagmirror.service import Service
+    from dagmirror.service import Service, s3_audit_sink
 
     verbose = int(params.pop("verbose"))
     setup_logging(max(verbose, 1))
@@ -150,26 +149,10 @@ def run(source: str | None, dest: Path | None, config_file: Path | None, **param
     flags |= _mirror_flags(params) | {"source": source, "dest": str(dest) if dest else None}
     try:
         config = load_run_config(config_file, os.environ, flags)
-        code = _run(Service(config, sink_factory=_audit_sink(config)).run())
+        code = _run(Service(config, sink_factory=s3_audit_sink(config)).run())
     except DagmirrorError as exc:
         _die(exc, verbose)
     sys.exit(code)
-
-
-def _audit_sink(config: ServiceConfig) -> Callable[[], Awaitable[ObjectSink]] | None:
-    target = config.audit_s3
-    if target is None:
-        return None
-    first = config.mappings[0].config
-
-    async def open_sink() -> ObjectSink:
-        from dagmirror.source.s3 import S3Sink
-
-        return await S3Sink.open(
-            target.bucket, endpoint_url=first.endpoint_url, region=first.region, profile=first.profile
-        )
-
-    return open_sink
 
 
 def exit_code(report: SyncReport) -> int:
