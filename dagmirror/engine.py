@@ -24,6 +24,7 @@ from dagmirror.errors import (
     ObjectVanished,
     PassFailed,
     PathBlocked,
+    SourceConfigError,
     SourceError,
     SourceUnavailable,
 )
@@ -140,6 +141,7 @@ class Mirror:
         deadline = time.monotonic() + seconds
         delay = 0.25
         while True:
+            last: SourceError | None = None
             try:
                 await self.open()  # inside the loop: credentials (IRSA, IMDS) may not be ready either
                 assert self._source is not None
@@ -148,10 +150,15 @@ class Mirror:
                     return
                 why = f"{self.config.source} lists no objects"
             except SourceError as exc:
-                why = str(exc)
+                why, last = str(exc), exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise SourceUnavailable(f"source not ready after {seconds:g}s: {why}")
+                # Still a missing bucket or a refusal after the wait: the configuration's fault (exit 2),
+                # as without the wait; an outage or an empty prefix stays "not ready" (exit 1).
+                fatal = isinstance(last, SourceConfigError)
+                raise (SourceConfigError if fatal else SourceUnavailable)(
+                    f"source not ready after {seconds:g}s: {why}"
+                )
             log.info("waiting for the source: %s", why)
             await self._sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
