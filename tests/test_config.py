@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,17 @@ def test_the_run_loader_gives_each_mapping_its_environment(tmp_path: Path) -> No
     config = load_run_config(None, env, {"source": "s3://bkt/x", "dest": str(tmp_path)})
     mirror = config.mappings[0].config
     assert (mirror.region, mirror.endpoint_url) == ("eu-west-1", "http://127.0.0.1:9000")
+
+
+def test_the_flags_docs_give_run_are_the_flags_run_takes() -> None:
+    from click.testing import CliRunner
+
+    from dagmirror.cli import cli
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    daemon = doc.split("## The daemon")[1].split("## Deploys")[0]
+    documented = set(re.findall(r"`(--[a-z-]+)", daemon))
+    taken = set(re.findall(r"(--[a-z-]+)", CliRunner().invoke(cli, ["run", "--help"]).output))
+    refused = {"--dry-run", "--json", "--wait-for-source"}  # named by the docs as not taken by run
+    assert documented - refused <= taken, documented - refused - taken
+    assert not refused & taken
