@@ -1,7 +1,8 @@
 """Audit records: one JSON line per pass that changed something, kept locally until shipped to S3.
 
 Local files are `<dir>/<UTC date>.jsonl`; shipping PUTs each day's whole file to
-`s3://BUCKET/metadata/sync-logs/<host>/<date>.jsonl` (the layout teams already use), so a retry after a
+`s3://BUCKET/metadata/sync-logs/<host>/<date>.jsonl` (the layout teams already use; `--audit-s3
+s3://BUCKET/PREFIX` puts them under PREFIX/ instead), so a retry after a
 failed shipment is idempotent. `<date>.jsonl.shipped` remembers how many bytes are already in S3.
 """
 
@@ -86,8 +87,9 @@ class AuditLog:
             return False
         return True
 
-    async def ship(self, sink: ObjectSink) -> int:
-        """Upload each day file that grew since its last shipment; failures are logged and retried later.
+    async def ship(self, sink: ObjectSink, *, prefix: str = S3_PREFIX) -> int:
+        """Upload each day file that grew since its last shipment to `<prefix>/<host>/<date>.jsonl`;
+        failures are logged and retried later.
         Files are read and markers written through the folder's fd with O_NOFOLLOW: a link planted in the
         folder can neither make us upload another file nor overwrite one outside it."""
         shipped = 0
@@ -110,7 +112,7 @@ class AuditLog:
                 if len(body) <= done:
                     continue
                 try:
-                    await sink.put(f"{S3_PREFIX}/{self.host}/{name}", body)
+                    await sink.put(f"{prefix.rstrip('/')}/{self.host}/{name}", body)
                 except DagmirrorError as exc:
                     log.warning("audit shipment of %s failed, will retry: %s", name, exc)
                     return shipped

@@ -132,13 +132,15 @@ def sync(
 )
 @click.option("--audit-dir", type=click.Path(file_okay=False), help="Local audit folder.")
 @click.option(
-    "--audit-s3", metavar="s3://BUCKET", help="Ship audit records to s3://BUCKET/metadata/sync-logs/."
+    "--audit-s3",
+    metavar="s3://BUCKET[/PREFIX]",
+    help="Ship audit records to s3://BUCKET/metadata/sync-logs/ (or to PREFIX/ when given).",
 )
 @mirror_options
 def run(source: str | None, dest: Path | None, config_file: Path | None, **params: Any) -> None:
     """Keep DEST mirrored: a pass at start, then one every interval; SIGUSR1 asks for a pass now."""
-    from dagmirror.service import Service, ServiceConfig
-    from dagmirror.settings import load_settings
+    from dagmirror.config import load_run_config
+    from dagmirror.service import Service, s3_audit_sink
 
     verbose = int(params.pop("verbose"))
     setup_logging(max(verbose, 1))
@@ -146,40 +148,11 @@ def run(source: str | None, dest: Path | None, config_file: Path | None, **param
     flags: dict[str, Any] = {k: params[k] for k in service_keys if params.get(k) is not None}
     flags |= _mirror_flags(params) | {"source": source, "dest": str(dest) if dest else None}
     try:
-        settings = load_settings(config_file, os.environ, flags)
-        options = dict(settings.service)
-        if options.get("http") == "off":
-            options["http"] = None
-        if "audit_dir" in options:
-            options["audit_dir"] = Path(options["audit_dir"])
-        mappings = tuple(_mapping(name, cfg) for name, cfg in settings.mirrors)
-        service = Service(ServiceConfig(mappings, **options), sink_factory=_audit_sink(options, mappings))
-        code = _run(service.run())
+        config = load_run_config(config_file, os.environ, flags)
+        code = _run(Service(config, sink_factory=s3_audit_sink(config)).run())
     except DagmirrorError as exc:
         _die(exc, verbose)
     sys.exit(code)
-
-
-def _mapping(name: str, config: MirrorConfig) -> Any:
-    from dagmirror.service import Mapping
-
-    return Mapping(name, config)
-
-
-def _audit_sink(options: dict[str, Any], mappings: tuple[Any, ...]) -> Any:
-    target = options.get("audit_s3")
-    if target is None:
-        return None
-    first: MirrorConfig = mappings[0].config
-
-    async def open_sink() -> Any:
-        from dagmirror.source.store import S3Store
-
-        return await S3Store.open(
-            target.bucket, endpoint_url=first.endpoint_url, region=first.region, profile=first.profile
-        )
-
-    return open_sink
 
 
 def exit_code(report: SyncReport) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from dagmirror.config import parse_listen
 from dagmirror.errors import ConfigError
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -18,13 +19,6 @@ class Probes:
     healthy: Callable[[], bool]
     readiness: Callable[[], tuple[bool, dict[str, object]]]
     metrics: Callable[[], bytes]
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"--http must be HOST:PORT, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class HttpServer:

@@ -28,6 +28,21 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """For people on a terminal: `12:00:00 dagmirror INFO [analytics]: pass: ...`. The mapping a line is
+    about is shown, so the passes of two mappings can be told apart; other `extra=` fields are not."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s dagmirror %(levelname)s%(where)s: %(message)s", "%H:%M:%S")
+        self.converter = time.localtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        mapping = getattr(record, "mapping", None)
+        shown = logging.makeLogRecord(record.__dict__)  # a copy: other handlers see the record unchanged
+        shown.where = f" [{mapping}]" if mapping else ""
+        return super().format(shown)
+
+
 def setup_logging(verbose: int, *, json_lines: bool | None = None) -> None:
     """WARNING by default, INFO with -v, DEBUG with -vv. JSON lines unless stderr is a terminal."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -37,9 +52,7 @@ def setup_logging(verbose: int, *, json_lines: bool | None = None) -> None:
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        fmt = logging.Formatter("%(asctime)s dagmirror %(levelname)s: %(message)s", "%H:%M:%S")
-        fmt.converter = time.localtime
-        handler.setFormatter(fmt)
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger("dagmirror")
     root.handlers[:] = [handler]
     root.setLevel(level)

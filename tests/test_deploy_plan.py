@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from dagmirror.config.deploy import EnvPolicy, config_path, load_deploy_config
 from dagmirror.deploy.airflow import AirflowResult, dag_problems, parse_output
-from dagmirror.deploy.config import EnvPolicy, config_path, load_deploy_config
 from dagmirror.deploy.plan import (
     DeployPlan,
     Op,

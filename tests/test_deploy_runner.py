@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
+from dagmirror.config.deploy import DeployConfig, EnvPolicy
 from dagmirror.deploy import Deployer, DeployReport, load_deploy_config
-from dagmirror.deploy.config import DeployConfig, EnvPolicy
 from dagmirror.deploy.local import git_info, read_local
 from dagmirror.errors import ConfigError, DeployRefused, GuardRefused, SourceUnavailable
 from dagmirror.keys import PathFilter

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagmirror import Mirror, MirrorConfig
+from dagmirror.config import load_run_config
 from dagmirror.errors import ConfigError, DagmirrorError
 from dagmirror.retry import RetryPolicy
-from dagmirror.settings import load_settings
 from dagmirror.source.memory import MemorySource
 
 from .clihelpers import dagmirror
@@ -233,18 +233,19 @@ def test_fuzzed_settings_are_either_valid_or_one_config_error(
         path = Path(tmp) / "dagmirror.toml"
         path.write_text(text)
         try:
-            settings_ = load_settings(path, env, {})
+            config = load_run_config(path, env, {})
         except ConfigError as exc:
             problems = str(exc).strip()
             assert problems
             return
     for key in ("interval", "staleness", "grace", "max_backoff"):
-        if key in settings_.service:
-            value = float(settings_.service[key])
+        if getattr(config, key) is not None:  # typed fields: None is 'not set' (staleness's default)
+            value = float(getattr(config, key))
             assert value == value, key  # not NaN
             assert value >= 0 if key == "grace" else value > 0, key
             assert value < float("inf"), key
-    for _, cfg in settings_.mirrors:
+    for mapping in config.mappings:
+        cfg = mapping.config
         assert isinstance(cfg.concurrency, int)
         cfg.validate()
 

@@ -204,3 +204,13 @@ def test_config_errors_are_one_line_per_bad_field_and_exit_2(tmp_path: Path) -> 
     assert any("s3://bucket/prefix" in line for line in lines)
     assert any("max_delete_fraction" in line or "max-delete-fraction" in line for line in lines)
     assert "Traceback" not in run.stderr
+
+
+def test_a_missing_bucket_after_the_wait_is_a_configuration_error_exit_2(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    run = dagmirror("sync", "s3://never-created/dags", tmp_path / "d", "--wait-for-source", "0.5",
+                    endpoint=moto_endpoint)  # fmt: skip
+    assert run.code == 2, run.stderr  # as without --wait-for-source (test_sync_s3)
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert "bucket does not exist" in run.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,13 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 
-from dagmirror import Mirror, MirrorConfig
-from dagmirror.errors import ConfigError, SourceUnavailable
+from dagmirror import Mirror, MirrorConfig, S3Url
+from dagmirror.config import load_run_config
+from dagmirror.errors import ConfigError, SourceConfigError, SourceUnavailable
+from dagmirror.logs import setup_logging
 from dagmirror.models import SyncReport
 from dagmirror.retry import RetryPolicy
 from dagmirror.service import Mapping, Service, ServiceConfig
-from dagmirror.settings import load_settings
 from dagmirror.source.memory import MemorySource
 
 FILES = {f"dags/team/f{i}.py": f"dag {i}\n".encode() for i in range(20)}
@@ -30,18 +32,39 @@ class Clock:
         return self.now
 
 
-def make_service(tmp_path: Path, source: MemorySource, clock: Clock | None = None, **kw: Any) -> Service:
+class Sleeps:
+    """The daemon's injected sleep: records each delay and returns at once (after one turn of the loop),
+    so the next pass starts without waiting on the wall clock."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+def make_service(
+    tmp_path: Path,
+    source: MemorySource,
+    clock: Clock | None = None,
+    *,
+    sleep: Sleeps | None = None,
+    service_kw: dict[str, Any] | None = None,
+    **kw: Any,
+) -> Service:
     cfg = MirrorConfig.create("s3://bkt/dags", tmp_path / "dags", fsync=False, retry=RetryPolicy(attempts=1))
-    kw.setdefault("interval", 0.05)
     kw.setdefault("http", "127.0.0.1:0")
 
     def factory(c: MirrorConfig) -> Mirror:
         return Mirror(c, source=source)
 
+    service_kw = {"mirror_factory": factory, **(service_kw or {})}
     return Service(
         ServiceConfig((Mapping("team", cfg),), host="test-host", **kw),
-        mirror_factory=factory,
         clock=clock or time.time,
+        sleep=sleep or Sleeps(),
+        **service_kw,
     )
 
 
@@ -213,14 +236,14 @@ exclude = ["*_test.py"]
 bucket_url = "s3://bkt/dags/"
 """,
     )
-    settings = load_settings(
+    config = load_run_config(
         path, {"DAGMIRROR_INTERVAL": "20", "DAGMIRROR_CONCURRENCY": "16"}, {"concurrency": 32}
     )
-    assert settings.service["interval"] == 20.0
-    names = [n for n, _ in settings.mirrors]
+    assert config.interval == 20.0
+    names = [m.name for m in config.mappings]
     assert names == ["a", "b"]
-    assert all(c.concurrency == 32 for _, c in settings.mirrors)
-    assert settings.mirrors[1][1].filters.exclude == ("*_test.py",)
+    assert all(m.config.concurrency == 32 for m in config.mappings)
+    assert config.mappings[1].config.filters.exclude == ("*_test.py",)
 
 
 def test_every_bad_field_is_reported_on_its_own_line(tmp_path: Path) -> None:
@@ -241,7 +264,7 @@ dest = "{tmp_path}/a/inner"
 """,
     )
     with pytest.raises(ConfigError) as info:
-        load_settings(path, {"DAGMIRROR_JITTER": "lots"}, {})
+        load_run_config(path, {"DAGMIRROR_JITTER": "lots"}, {})
     lines = str(info.value).splitlines()
     assert any("interval" in line for line in lines)
     assert any("unknown key 'colour'" in line for line in lines)
@@ -264,12 +287,12 @@ dest = "{tmp_path}/a/b"
 """,
     )
     with pytest.raises(ConfigError, match="overlaps"):
-        load_settings(path, {}, {})
+        load_run_config(path, {}, {})
 
 
 def test_invalid_toml_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid TOML"):
-        load_settings(write(tmp_path, "interval = = 3"), {}, {})
+        load_run_config(write(tmp_path, "interval = = 3"), {}, {})
 
 
 def test_audit_never_writes_through_a_symlink_planted_in_dest(tmp_path: Path) -> None:
@@ -333,3 +356,129 @@ def test_an_unreadable_state_file_fails_the_pass_instead_of_being_discarded(tmp_
     with pytest.raises(InstallError):
         load_state(meta, "s3://b/p/")
     assert (meta / STATE_FILE).exists()
+
+
+async def test_failed_passes_back_off_exponentially_and_a_success_resets_the_interval(tmp_path: Path) -> None:
+    source = MemorySource(FILES)
+    source.fault = lambda op, key: (_ for _ in ()).throw(SourceUnavailable("S3 is down"))
+    sleeps = Sleeps()
+    service = make_service(tmp_path, source, sleep=sleeps, interval=1, jitter=0, max_backoff=4, http=None)
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: len(sleeps.delays) >= 4)
+    source.fault = None
+    await until(lambda: service.readiness()[0])
+    await until(lambda: sleeps.delays[-1] == 1.0)
+    service.stop()
+    assert await task == 0
+    assert sleeps.delays[:4] == [1.0, 2.0, 4.0, 4.0]  # interval x 2^(n-1), capped at max_backoff
+
+
+async def test_shutdown_stops_http_even_when_the_audit_sink_cannot_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def no_sink() -> Any:
+        raise SourceConfigError("AccessDenied: not allowed to write audit records")
+
+    service = make_service(tmp_path, MemorySource(FILES), service_kw={"sink_factory": no_sink})
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: service.metrics.passes.labels("team", "ok")._value.get() >= 1)
+    assert service.http is not None
+    port = service.http.port
+    service.stop()
+    assert await task == 0
+    await assert_not_listening(port)
+    assert any("AccessDenied" in r.getMessage() for r in caplog.records)
+
+
+async def test_shutdown_stops_http_even_when_audit_shipping_outlasts_its_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def hanging_sink() -> Any:
+        await asyncio.Event().wait()
+
+    service = make_service(
+        tmp_path, MemorySource(FILES), service_kw={"sink_factory": hanging_sink, "ship_timeout": 0.1}
+    )
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: service.metrics.passes.labels("team", "ok")._value.get() >= 1)
+    assert service.http is not None
+    port = service.http.port
+    service.stop()
+    assert await task == 0
+    await assert_not_listening(port)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "audit shipment failed: TimeoutError" in errors[0]
+
+
+async def assert_not_listening(port: int) -> None:
+    with pytest.raises(OSError, match="onnect"):
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_bug_in_a_runner_is_logged_with_its_mapping_marks_it_unhealthy_and_exits_1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Buggy(Mirror):
+        async def sync_once(self) -> SyncReport:
+            raise RuntimeError("a bug in the pass")
+
+    service = make_service(tmp_path, MemorySource(FILES), http=None, service_kw={"mirror_factory": Buggy})
+    code = await asyncio.wait_for(service.run(install_signals=False), timeout=10)  # never a silent hang
+    assert code == 1
+    assert not service.healthy()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert getattr(errors[0], "mapping", None) == "team"
+    assert "team" in errors[0].getMessage()
+    assert "RuntimeError: a bug in the pass" in errors[0].getMessage()
+    assert errors[0].exc_info is None  # the traceback only at -vv
+
+
+async def test_audit_records_ship_under_the_prefix_of_the_audit_url(tmp_path: Path) -> None:
+    sink = RecordingSink()
+
+    async def open_sink() -> RecordingSink:
+        return sink
+
+    service = make_service(
+        tmp_path,
+        MemorySource(FILES),
+        http=None,
+        audit_s3=S3Url.parse("s3://logs/audit/team-a"),
+        service_kw={"sink_factory": open_sink},
+    )
+    task = asyncio.create_task(service.run(install_signals=False))
+    await until(lambda: bool(sink.puts))
+    service.stop()
+    assert await task == 0
+    assert [k.rsplit("/", 1)[0] for k in sink.puts] == ["audit/team-a/test-host"]
+
+
+async def test_the_terminal_log_line_of_a_pass_names_its_mapping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = MemorySource({**FILES, **{k.replace("team", "ml"): v for k, v in FILES.items()}})
+    mappings = tuple(
+        Mapping(name, MirrorConfig.create(f"s3://bkt/dags/{name}", tmp_path / name, fsync=False))
+        for name in ("team", "ml")
+    )
+    service = Service(
+        ServiceConfig(mappings, http=None, host="test-host"),
+        mirror_factory=lambda c: Mirror(c, source=source),
+        sleep=Sleeps(),
+    )
+    logger = logging.getLogger("dagmirror")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    setup_logging(1, json_lines=False)
+    try:
+        task = asyncio.create_task(service.run(install_signals=False))
+        await until(lambda: service.readiness()[0])
+        service.stop()
+        assert await task == 0
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    lines = [line for line in capsys.readouterr().err.splitlines() if "pass: 20 downloaded" in line]
+    assert len(lines) == 2, lines
+    assert any("INFO [team]: pass" in line for line in lines), lines
+    assert any("INFO [ml]: pass" in line for line in lines), lines

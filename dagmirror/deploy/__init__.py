@@ -13,7 +13,7 @@ Library use::
         report = await deployer.deploy([Path("dags/")], "staging")
 """
 
-from dagmirror.deploy.config import DeployConfig, EnvPolicy, config_path, load_deploy_config
+from dagmirror.config.deploy import DeployConfig, EnvPolicy, config_path, load_deploy_config
 from dagmirror.deploy.record import DeployReport, FileResult
 from dagmirror.deploy.runner import Deployer
 

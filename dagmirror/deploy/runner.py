@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dagmirror.config.deploy import DeployConfig, EnvPolicy
 from dagmirror.deploy.airflow import dag_problems, parse_with_airflow
-from dagmirror.deploy.config import DeployConfig, EnvPolicy
 from dagmirror.deploy.local import git_info, local_user, read_local
 from dagmirror.deploy.plan import (
     DeployPlan,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Mapping
 
-from dagmirror.deploy.config import EnvPolicy
+from dagmirror.config.deploy import EnvPolicy
 from dagmirror.keys import key_to_path
 from dagmirror.models import Rejection
 from dagmirror.plan import PathClaims

@@ -13,7 +13,7 @@ from dagmirror.config import MirrorConfig
 from dagmirror.engine.context import Ledger, PassContext
 from dagmirror.engine.syncpass import SyncPass
 from dagmirror.engine.tally import Progress
-from dagmirror.errors import SourceError, SourceUnavailable
+from dagmirror.errors import SourceConfigError, SourceError, SourceUnavailable
 from dagmirror.install import Tree
 from dagmirror.models import Rejection, SyncReport
 from dagmirror.retry import Sleep
@@ -75,19 +75,23 @@ class Mirror:
         deadline = time.monotonic() + seconds
         delay = 0.25
         while True:
+            last: SourceError | None = None
             try:
-                source = (
-                    await self.open()
-                )  # inside the loop: credentials (IRSA, IMDS) may not be ready either
+                source = await self.open()  # in the loop: credentials (IRSA, IMDS) may not be ready yet
                 page = await source.list_page(self.config.source.prefix, delimiter=False, token=None)
                 if page.objects:
                     return
                 why = f"{self.config.source} lists no objects"
             except SourceError as exc:
-                why = str(exc)
+                why, last = str(exc), exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise SourceUnavailable(f"source not ready after {seconds:g}s: {why}")
+                # Still a missing bucket or a refusal after the wait: the configuration's fault (exit 2),
+                # as without the wait; an outage or an empty prefix stays "not ready" (exit 1).
+                fatal = isinstance(last, SourceConfigError)
+                raise (SourceConfigError if fatal else SourceUnavailable)(
+                    f"source not ready after {seconds:g}s: {why}"
+                )
             log.info("waiting for the source: %s", why)
             await self._sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)

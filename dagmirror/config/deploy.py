@@ -11,21 +11,20 @@ environment variables, then flags. Every bad field is reported, one line each.
     max_files = 2000
     airflow_check = true
 
-`dagmirror/settings.py` (the daemon's file) sits above this layer, so the few lines of type coercion below
-are this module's own.
+The file is read, and its values typed and ranged, by the same code as the daemon's (config/toml.py).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagmirror.config import S3Url, check_endpoint, env_value
+from dagmirror.config.mirror import S3Url, check_endpoint
+from dagmirror.config.toml import Problems, env_value, in_range, read_toml, typed
 from dagmirror.errors import ConfigError
 from dagmirror.retry import RetryPolicy
 
@@ -102,12 +101,12 @@ def load_deploy_config(
 ) -> DeployConfig:
     """Merge file < DAGMIRROR_DEPLOY_* < flags (None means 'not given'). Raises ConfigError, one line per
     problem. The S3 endpoint falls back to $AWS_ENDPOINT_URL_S3, then $AWS_ENDPOINT_URL."""
-    errors: list[str] = []
+    errors = Problems()
     table = _deploy_table(path, errors) if path else {}
     per_env = table.pop("env", {})
     errors += [f"[deploy]: unknown key {k!r}" for k in sorted(set(table) - set(KEYS))]
     values: dict[str, Any] = {
-        k: _typed(f"[deploy].{k}", KEYS[k], v, errors) for k, v in table.items() if k in KEYS
+        k: typed(f"[deploy].{k}", KEYS[k], v, errors) for k, v in table.items() if k in KEYS
     }
     if path is not None and isinstance(values.get("root"), str):
         values["root"] = str(path.parent / values["root"])  # a file's root is relative to the file
@@ -129,7 +128,7 @@ def load_deploy_config(
 
 
 def _build(
-    values: dict[str, Any], per_env: Any, environ: Mapping[str, str], errors: list[str]
+    values: dict[str, Any], per_env: Any, environ: Mapping[str, str], errors: Problems
 ) -> DeployConfig | None:
     bucket: S3Url | None = None
     if "bucket_url" not in values:
@@ -174,7 +173,7 @@ def _build(
 
 
 def _policies(
-    per_env: Any, environments: tuple[str, ...], values: dict[str, Any], errors: list[str]
+    per_env: Any, environments: tuple[str, ...], values: dict[str, Any], errors: Problems
 ) -> dict[str, EnvPolicy]:
     if not isinstance(per_env, dict) or not all(isinstance(t, dict) for t in per_env.values()):
         errors.append("[deploy.env]: expected one table per environment, e.g. [deploy.env.production]")
@@ -185,9 +184,7 @@ def _policies(
         table = per_env.get(env, {})
         errors += [f"[deploy.env.{env}]: unknown key {k!r}" for k in sorted(set(table) - set(PER_ENV_KEYS))]
         mine = {
-            k: _typed(f"[deploy.env.{env}].{k}", KEYS[k], table[k], errors)
-            for k in PER_ENV_KEYS
-            if k in table
+            k: typed(f"[deploy.env.{env}].{k}", KEYS[k], table[k], errors) for k in PER_ENV_KEYS if k in table
         }
         for key, value in mine.items():
             _check_range(f"[deploy.env.{env}].{key}", key, value, errors)
@@ -200,44 +197,20 @@ def _policies(
     return policies
 
 
-def _check_range(where: str, key: str, value: Any, errors: list[str]) -> None:
-    low, high = _RANGES.get(key, (None, None))
-    if low is not None and high is not None and value is not None and not low <= value <= high:
-        errors.append(f"{where}: must be between {low:g} and {high:g}, got {value!r}")
+def _check_range(where: str, key: str, value: Any, errors: Problems) -> None:
+    if key in _RANGES and value is not None:
+        in_range(where, value, *_RANGES[key], errors)
 
 
-def _deploy_table(path: Path, errors: list[str]) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        errors.append(f"{path}: cannot read: {exc.strerror}")
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        errors.append(f"{path}: invalid TOML: {exc}")
-        return {}
-    table = doc.get("deploy", {})
+def _deploy_table(path: Path, errors: Problems) -> dict[str, Any]:
+    table = read_toml(path, errors).get("deploy", {})
     if not isinstance(table, dict):
         errors.append(f"{path}: 'deploy' must be a table: [deploy]")
         return {}
     return dict(table)
 
 
-def _typed(where: str, typ: type, value: Any, errors: list[str]) -> Any:
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if typ is list:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    else:
-        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
-    if not ok:
-        errors.append(
-            f"{where}: expected {'list of strings' if typ is list else typ.__name__}, got {value!r}"
-        )
-    return value if ok else None
-
-
-def _try(make: Any, where: str, errors: list[str]) -> Any:
+def _try(make: Any, where: str, errors: Problems) -> Any:
     try:
         return make()
     except ConfigError as exc:
