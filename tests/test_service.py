@@ -1,4 +1,4 @@
-"""The daemon over the in-memory source: readiness, staleness, metrics, shutdown, audit, settings."""
+"""The daemon over the in-memory source: readiness, staleness, metrics, shutdown, audit, supervision."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 from aiohttp import ClientSession
 
 from dagmirror import Mirror, MirrorConfig, S3Url
-from dagmirror.config import load_run_config
-from dagmirror.errors import ConfigError, SourceConfigError, SourceUnavailable
+from dagmirror.errors import SourceConfigError, SourceUnavailable
 from dagmirror.logs import setup_logging
 from dagmirror.models import SyncReport
 from dagmirror.retry import RetryPolicy
@@ -207,92 +206,6 @@ async def test_audit_shipping_failure_keeps_records_and_retries(tmp_path: Path) 
     assert await audit.ship(sink) == 1
     assert list(sink.puts) == ["metadata/sync-logs/host-1/2024-10-04.jsonl"]
     assert await audit.ship(sink) == 0  # nothing new: not shipped twice
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "dagmirror.toml"
-    path.write_text(text)
-    return path
-
-
-def test_settings_file_env_and_flags_merge_in_that_order_and_the_deploy_table_is_left_to_deploy(
-    tmp_path: Path,
-) -> None:
-    path = write(
-        tmp_path,
-        f"""
-interval = 10
-concurrency = 8
-[[mirror]]
-name = "a"
-source = "s3://bkt/dags/a"
-dest = "{tmp_path}/a"
-[[mirror]]
-name = "b"
-source = "s3://bkt/dags/b"
-dest = "{tmp_path}/b"
-exclude = ["*_test.py"]
-[deploy]
-bucket_url = "s3://bkt/dags/"
-""",
-    )
-    config = load_run_config(
-        path, {"DAGMIRROR_INTERVAL": "20", "DAGMIRROR_CONCURRENCY": "16"}, {"concurrency": 32}
-    )
-    assert config.interval == 20.0
-    names = [m.name for m in config.mappings]
-    assert names == ["a", "b"]
-    assert all(m.config.concurrency == 32 for m in config.mappings)
-    assert config.mappings[1].config.filters.exclude == ("*_test.py",)
-
-
-def test_every_bad_field_is_reported_on_its_own_line(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        f"""
-interval = "soon"
-colour = "blue"
-[[mirror]]
-source = "ftp://nope"
-dest = "{tmp_path}/a"
-concurrency = "many"
-[[mirror]]
-source = "s3://bkt/x"
-[[mirror]]
-source = "s3://bkt/y"
-dest = "{tmp_path}/a/inner"
-""",
-    )
-    with pytest.raises(ConfigError) as info:
-        load_run_config(path, {"DAGMIRROR_JITTER": "lots"}, {})
-    lines = str(info.value).splitlines()
-    assert any("interval" in line for line in lines)
-    assert any("unknown key 'colour'" in line for line in lines)
-    assert any("mirror[0].concurrency" in line for line in lines)
-    assert any("mirror[1].dest: missing" in line for line in lines)
-    assert any("DAGMIRROR_JITTER" in line for line in lines)
-    assert len(lines) >= 5
-
-
-def test_overlapping_dests_are_refused(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        f"""
-[[mirror]]
-source = "s3://bkt/a"
-dest = "{tmp_path}/a"
-[[mirror]]
-source = "s3://bkt/b"
-dest = "{tmp_path}/a/b"
-""",
-    )
-    with pytest.raises(ConfigError, match="overlaps"):
-        load_run_config(path, {}, {})
-
-
-def test_invalid_toml_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="invalid TOML"):
-        load_run_config(write(tmp_path, "interval = = 3"), {}, {})
 
 
 def test_audit_never_writes_through_a_symlink_planted_in_dest(tmp_path: Path) -> None:
