@@ -2,11 +2,19 @@
 
 Library use::
 
+    import asyncio
+
     from dagmirror import Mirror, MirrorConfig
 
-    config = MirrorConfig.create("s3://bucket/dags/prod", "/opt/airflow/dags")
-    async with Mirror(config) as mirror:
-        report = await mirror.sync_once()
+
+    async def main() -> None:
+        config = MirrorConfig.create("s3://bucket/dags/prod", "/opt/airflow/dags")
+        async with Mirror(config) as mirror:
+            report = await mirror.sync_once()
+        print(report.downloaded, report.deleted, report.failed)
+
+
+    asyncio.run(main())
 """
 
 from dagmirror.config import MirrorConfig, S3Url

@@ -1,0 +1,111 @@
+"""The command group, the one table of exit codes, and the one place errors become exit codes.
+
+Commands (mirror.py, deploy.py) only parse flags, call the library and render (render.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from dagmirror.deploy import DeployReport
+from dagmirror.errors import (
+    ConfigError,
+    DagmirrorError,
+    DeployRefused,
+    DestLocked,
+    GuardRefused,
+    PassFailed,
+    SourceConfigError,
+)
+from dagmirror.models import SyncReport
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("dagmirror")
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # success (rejected keys included)
+    FAILED = 1  # some objects failed after retries, the pass could not complete, or an internal error
+    USAGE = 2  # usage or configuration error: bad URL or flag, missing bucket or profile, access denied
+    GUARD = 3  # the delete guard refused deletions (a sync's downloads still applied; a deploy wrote nothing)
+    REFUSED = 4  # validation refused a deploy before anything was written
+
+    @classmethod
+    def of_sync(cls, report: SyncReport) -> ExitCode:
+        if report.guard:
+            return cls.GUARD
+        return cls.FAILED if report.failed else cls.OK
+
+    @classmethod
+    def of_deploy(cls, report: DeployReport) -> ExitCode:
+        return cls.FAILED if report.counts()["failed"] or report.record_error else cls.OK
+
+    @classmethod
+    def of_error(cls, exc: DagmirrorError) -> ExitCode:
+        if isinstance(exc, DeployRefused):
+            return cls.REFUSED
+        if isinstance(exc, GuardRefused):
+            return cls.GUARD
+        cause = exc.cause if isinstance(exc, PassFailed) else exc
+        usage = isinstance(cause, (ConfigError, SourceConfigError, DestLocked))
+        return cls.USAGE if usage else cls.FAILED
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dagmirror")
+def cli() -> None:
+    """Mirror Airflow DAG folders from S3: fast, atomic, verified, safe."""
+
+
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator, in the order given (as --help lists them)."""
+
+    def apply(fn: F) -> F:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we ship for
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def call(fn: Callable[[], T], verbose: int, *, let_through: tuple[type[Exception], ...] = ()) -> T:
+    """`fn()`, with every error turned into its exit code and one line each (a traceback only with -vv);
+    errors of the `let_through` types propagate, for a command that renders them itself."""
+    try:
+        return fn()
+    except let_through:
+        raise
+    except DagmirrorError as exc:
+        die(exc, verbose)
+    except Exception as exc:  # a bug: still one line, never a silent half-done run
+        if verbose >= 2:
+            log.exception("traceback")
+        click.echo(f"dagmirror: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(ExitCode.FAILED)
+
+
+def die(exc: DagmirrorError, verbose: int) -> NoReturn:
+    if verbose >= 2:
+        log.exception("traceback")
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        click.echo(f"dagmirror: error: {line}", err=True)
+    sys.exit(ExitCode.of_error(exc))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="dagmirror")
