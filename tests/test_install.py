@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dagmirror.dirfd import DirCache
 from dagmirror.errors import InstallError
-from dagmirror.install import Tree, _DirCache
+from dagmirror.install import Tree
 
 from .faults import leftover_temps, tree
 
@@ -31,7 +32,7 @@ def test_many_folders_from_many_threads_all_land_and_no_fd_leaks(dest: Path) -> 
     t.open()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda item: t.install(*item), files.items()))
-    assert len(t._dirs._entries) <= _DirCache.LIMIT  # more folders than the cache keeps: evicted as it went
+    assert len(t._dirs._entries) <= DirCache.LIMIT  # more folders than the cache keeps: evicted as it went
     t.close()
     assert open_fds() == before
     assert tree(dest) == files
@@ -76,7 +77,7 @@ def test_a_delete_drops_the_cached_folders(dest: Path) -> None:
 
 
 def test_an_fd_in_use_is_closed_by_its_last_user_never_under_it(tmp_path: Path) -> None:
-    cache = _DirCache()
+    cache = DirCache()
     (tmp_path / "d").mkdir()
 
     def walk(parent: str, *, create: bool) -> int:

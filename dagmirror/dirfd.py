@@ -1,0 +1,205 @@
+"""Reaching paths below DEST through directory file descriptors opened with O_NOFOLLOW, so that a symlink
+planted anywhere inside DEST can never redirect a write, delete or read outside it. Blocking calls; the
+install threads run them (install.Tree is the only user)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import stat as statmod
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import xxhash
+
+from dagmirror.errors import InstallError, PathBlocked
+from dagmirror.models import LocalDigest, LocalStat
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# dagmirror's own files: a symlink planted in their place must make open fail, never redirect a write.
+META_FLAGS = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Unsafe(Exception):
+    """A walk met a symlink or a non-directory where a directory was needed."""
+
+    def __init__(self, at: str, symlink: bool) -> None:
+        super().__init__(at)
+        self.at = at
+        self.symlink = symlink
+
+
+def write_temp(dir_fd: int, name: str, body: bytes, *, fsync: bool, meta: Path, root: Path) -> os.stat_result:
+    """Create `name` in `dir_fd` (never over an existing file or link), write `body`, fsync if asked."""
+    flags = os.O_WRONLY | os.O_EXCL | META_FLAGS
+    try:
+        fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
+    except OSError as exc:
+        raise InstallError(f"cannot create temp file in {meta}: {exc.strerror}") from None
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+        return os.fstat(fd)
+    except OSError as exc:
+        raise InstallError(f"cannot write {len(body)} bytes under {root}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+class DirCache:
+    """Directory fds the install threads share, so a pass walks each folder once instead of once per file.
+
+    An fd stays bound to the directory it was opened on: `clear()` (every pass start, every delete) drops
+    them, so a folder removed or replaced between passes is walked again. An fd in use by a thread is never
+    closed under it: entries count their users, and only unused ones are evicted or closed.
+    """
+
+    LIMIT = 128  # open fds kept; files are planned in listing order, so a pass moves folder by folder
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, list[int]] = {}  # parent -> [fd, users]
+
+    def acquire(self, parent: str, walk: Callable[..., int]) -> int:
+        with self._lock:
+            entry = self._entries.get(parent)
+            if entry is not None:
+                entry[1] += 1
+                return entry[0]
+        fd = walk(parent, create=True)  # outside the lock: mkdir and open may block
+        with self._lock:
+            entry = self._entries.get(parent)
+            if entry is not None:  # another thread walked the same folder meanwhile: use its fd
+                os.close(fd)
+                entry[1] += 1
+                return entry[0]
+            self._entries[parent] = [fd, 1]
+            self._evict()
+            return fd
+
+    def release(self, parent: str, fd: int) -> None:
+        with self._lock:
+            entry = self._entries.get(parent)
+            if entry is not None and entry[0] == fd:
+                entry[1] -= 1
+                return
+        os.close(fd)  # dropped by clear() while in use: its last user closes it
+
+    def clear(self) -> None:
+        with self._lock:
+            for parent, (fd, users) in list(self._entries.items()):
+                del self._entries[parent]
+                if users == 0:
+                    os.close(fd)
+
+    def _evict(self) -> None:
+        excess = len(self._entries) - self.LIMIT
+        for parent, (fd, users) in list(self._entries.items()):
+            if excess <= 0:
+                break
+            if users == 0:
+                del self._entries[parent]
+                os.close(fd)
+                excess -= 1
+
+
+def cached_dir(root: Path, cache: dict[str, int | None], parent: str) -> int | None:
+    if parent not in cache:
+        try:
+            cache[parent] = walk(root, parent, create=False)
+        except (Unsafe, OSError):  # missing, unsafe or unreadable: seen as absent; an install says why
+            cache[parent] = None
+    return cache[parent]
+
+
+def walk(root: Path, parent: str, *, create: bool) -> int:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    walked = ""
+    try:
+        for part in parent.split("/") if parent else ():
+            walked = f"{walked}/{part}" if walked else part
+            next_fd = open_child_dir(fd, part, walked, create=create)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_child_dir(fd: int, part: str, walked: str, *, create: bool) -> int:
+    for _ in range(2):  # a concurrent mkdir of the same parent is fine: try the open once more
+        try:
+            return os.open(part, DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                is_link = statmod.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
+                raise Unsafe(walked, symlink=is_link) from None
+            raise
+    return os.open(part, DIR_FLAGS, dir_fd=fd)
+
+
+def check_target(dir_fd: int, name: str, path: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if statmod.S_ISDIR(st.st_mode):
+        raise PathBlocked(f"'{path}' is a directory where a file is needed", path)
+
+
+def lstat_at(dir_fd: int | None, name: str) -> LocalStat | None:
+    if dir_fd is None:
+        return None
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    mode = st.st_mode
+    kind = (
+        "file"
+        if statmod.S_ISREG(mode)
+        else "dir"
+        if statmod.S_ISDIR(mode)
+        else "symlink"
+        if statmod.S_ISLNK(mode)
+        else "other"
+    )
+    return LocalStat(kind, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def digest_at(dir_fd: int | None, name: str) -> LocalDigest | None:
+    if dir_fd is None:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not statmod.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        xxh, md5 = xxhash.xxh3_128(), hashlib.md5(usedforsecurity=False)
+        while chunk := os.read(fd, 1 << 20):
+            xxh.update(chunk)
+            md5.update(chunk)
+        return LocalDigest(xxh.hexdigest(), md5.hexdigest())
+    except OSError:
+        return None  # unreadable: treated as changed, so the object is fetched again
+    finally:
+        os.close(fd)
+
+
+def split_path(path: str) -> tuple[str, str]:
+    parent, _, name = path.rpartition("/")
+    return parent, name
