@@ -16,7 +16,8 @@ import time
 import orjson
 
 from dagmirror.config import MirrorConfig
-from dagmirror.source import ObjectSource, open_source
+from dagmirror.source import ObjectSource
+from dagmirror.source.connect import open_source
 
 
 async def _keys(source: ObjectSource, prefix: str) -> list[str]:

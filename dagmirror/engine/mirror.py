@@ -57,7 +57,7 @@ class Mirror:
 
     async def open(self) -> ObjectSource:
         if self._source is None:
-            from dagmirror.source import open_source
+            from dagmirror.source.connect import open_source
 
             self._source = await open_source(self.config)
         return self._source

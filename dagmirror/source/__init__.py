@@ -1,5 +1,5 @@
 """Where objects come from and go to. `ObjectSource` and `ObjectSink`/`DeployStore` are the seams, and
-`open_source` picks the transport that serves a mirror:
+`connect.open_source` picks the transport that serves a mirror:
 
 - `lean.py`: ObjectSource over plain aiohttp, signed by `sigv4.py` (the default transport);
 - `sdk.py`: ObjectSource over aioboto3; `store.py`: the write side (ObjectSink + DeployStore) over aioboto3;
@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from dagmirror.config import MirrorConfig
 from dagmirror.models import FetchedObject, ListPage, NotModified
 
 
@@ -38,17 +37,6 @@ class ObjectSource(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-async def open_source(config: MirrorConfig) -> ObjectSource:
-    """The ObjectSource for `config.transport`: "lean" (default) or "sdk"."""
-    if config.transport == "sdk":
-        from dagmirror.source.sdk import SdkSource  # the SDK loads only for the transport that needs it
-
-        return await SdkSource.open(config)
-    from dagmirror.source.lean import LeanSource
-
-    return await LeanSource.open(config)
 
 
 class ObjectSink(Protocol):
