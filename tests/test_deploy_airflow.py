@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .airflow_env import AIRFLOW_VERSION, airflow_python
-from .clihelpers import dagmirror
+from .helpers import dagmirror
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(900)]
 

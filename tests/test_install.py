@@ -12,7 +12,8 @@ import pytest
 from dagmirror.errors import InstallError
 from dagmirror.install import Tree, _DirCache
 
-from .faults import leftover_temps, tree
+from .faults import leftover_temps
+from .helpers import read_tree
 
 
 def open_fds() -> int:
@@ -34,7 +35,7 @@ def test_many_folders_from_many_threads_all_land_and_no_fd_leaks(dest: Path) -> 
     assert len(t._dirs._entries) <= _DirCache.LIMIT  # more folders than the cache keeps: evicted as it went
     t.close()
     assert open_fds() == before
-    assert tree(dest) == files
+    assert read_tree(dest) == files
     assert leftover_temps(dest) == []
 
 
