@@ -5,7 +5,6 @@ that matches the disk)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import threading
 from collections import defaultdict
@@ -19,7 +18,7 @@ import xxhash
 from dagmirror.devtools.corpus import create_bucket
 from dagmirror.devtools.servers import s3_client
 
-from .helpers import META, read_tree
+from .helpers import META, read_tree, walk_files
 
 META_FILES = {"state.json", "lock", "journal", "tmp", "audit"}
 
@@ -175,17 +174,12 @@ class Reader:
 
 def _read_all(dest: Path) -> list[tuple[str, bytes]]:
     found: list[tuple[str, bytes]] = []
-    for root, dirs, files in os.walk(dest):
-        rel_root = Path(root).relative_to(dest)
-        if rel_root.parts[:1] == (META,):
-            dirs[:] = []
-            continue
-        for name in files:
-            try:
-                with open(Path(root) / name, "rb") as fh:
-                    found.append(((rel_root / name).as_posix(), fh.read()))
-            except (FileNotFoundError, IsADirectoryError):
-                continue  # replaced or deleted while walking: fine
+    for rel, path in walk_files(dest):
+        try:
+            with open(path, "rb") as fh:
+                found.append((rel, fh.read()))
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # replaced or deleted while walking: fine
     return found
 
 

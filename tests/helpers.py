@@ -20,20 +20,24 @@ from dagmirror.devtools.servers import CREDENTIALS, s3_env
 META = ".dagmirror"
 
 
-def read_tree(dest: Path) -> dict[str, bytes]:
-    """Every regular file under DEST by relative path: symlinks, what lies behind a linked folder, and
-    dagmirror's own DEST/.dagmirror are left out, so the result is exactly what a mirror installed."""
-    out: dict[str, bytes] = {}
+def walk_files(dest: Path) -> Iterator[tuple[str, Path]]:
+    """(relative path, path) of every non-folder name under DEST, outside DEST/.dagmirror and without
+    entering linked folders."""
     for root, dirs, files in os.walk(dest):
         rel_root = Path(root).relative_to(dest)
         if rel_root.parts[:1] == (META,):
             dirs[:] = []
             continue
         for name in files:
-            path = Path(root) / name
-            if path.is_file() and not path.is_symlink():
-                out[(rel_root / name).as_posix()] = path.read_bytes()
-    return out
+            yield (rel_root / name).as_posix(), Path(root) / name
+
+
+def read_tree(dest: Path) -> dict[str, bytes]:
+    """Every regular file under DEST by relative path: symlinks, what lies behind a linked folder, and
+    dagmirror's own DEST/.dagmirror are left out, so the result is exactly what a mirror installed."""
+    return {
+        rel: path.read_bytes() for rel, path in walk_files(dest) if path.is_file() and not path.is_symlink()
+    }
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
@@ -69,6 +73,20 @@ def sdk_credentials() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def git(repo: Path, *args: str) -> str:
+    """`git -C repo ARGS` with a fixed author, for tests that deploy from a repository; its stdout."""
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@x",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@x",
+    )
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
+    ).stdout
 
 
 @dataclass

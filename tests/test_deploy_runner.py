@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemoryStore
 from dagmirror.verify import xxh3_hex
 
-from .helpers import no_sleep, write_tree
+from .helpers import git, no_sleep, write_tree
 
 PREFIX = "dags/dev/"
 ARN = "arn:aws:sts::123456789012:user/alice"
@@ -295,18 +293,9 @@ def test_a_root_maps_paths_below_it_and_a_folder_owns_only_its_part(tmp_path: Pa
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_the_git_commit_and_whether_the_deployed_paths_differ_from_it_are_recorded(tmp_path: Path) -> None:
     repo = write_tree(tmp_path, {"dags/a.py": b"a = 1\n", "README": b"r"})
-    env = dict(
-        os.environ,
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@x",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@x",
-    )
     for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"]):
-        subprocess.run(["git", "-C", str(repo), *args], check=True, env=env)
-    head = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout
+        git(repo, *args)
+    head = git(repo, "rev-parse", "HEAD")
     assert git_info([repo / "dags"]) == {"commit": head.strip(), "dirty": False}
     (repo / "README").write_bytes(b"changed elsewhere")
     assert git_info([repo / "dags"]) == {"commit": head.strip(), "dirty": False}

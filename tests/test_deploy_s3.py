@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ from dagmirror.devtools.proxy import Fault, ProxyRequest, S3Proxy
 from dagmirror.devtools.servers import s3_env
 from dagmirror.verify import xxh3_hex
 
-from .helpers import Run, dagmirror, read_tree, write_tree
+from .helpers import Run, dagmirror, git, read_tree, write_tree
 
 MOTO_ARN = "arn:aws:sts::123456789012:user/moto"  # what moto's STS says these credentials are
 FILES = {
@@ -60,19 +59,6 @@ def versions(s3: Any, bucket: str) -> int:
 def stored_record(s3: Any, report: dict[str, Any]) -> dict[str, Any]:
     bucket, _, key = str(report["record"]).removeprefix("s3://").partition("/")
     return dict(orjson.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
-
-
-def git(repo: Path, *args: str) -> str:
-    env = dict(
-        os.environ,
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@x",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@x",
-    )
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
-    ).stdout
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
