@@ -108,7 +108,7 @@ def test_sigterm_mid_pass_exits_0_and_a_second_signal_exits_at_once_without_torn
         with Daemon(src, dest, proxy.endpoint_url, "--concurrency", "4", "--grace", "60") as daemon:
             daemon.until(lambda: len(read_tree(dest)) >= 4, what="a pass in flight")
             daemon.signal(signal.SIGTERM)
-            time.sleep(0.2)
+            daemon.until(lambda: daemon.logged("SIGTERM: finishing"), what="the first SIGTERM handled")
             daemon.signal(signal.SIGTERM)  # impatient: exit now
             assert daemon.finish(timeout=10) != 0
     for rel, body in read_tree(dest).items():
