@@ -1,4 +1,8 @@
-"""Shared fixtures: one moto server per test session on loopback, a fresh bucket per test."""
+"""Shared fixtures: one moto server per test session on loopback, its client, a fresh bucket per test.
+
+Plain helpers (read_tree, write_tree, put_all, no_sleep, the CLI runner) are in helpers.py; the real-process
+daemon driver is daemon.py; what only the reliability suites need (History, Reader, checks) is faults.py.
+"""
 
 from __future__ import annotations
 

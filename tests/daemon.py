@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,12 +32,28 @@ class Daemon:
         self.env = env or s3_env(endpoint)
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
 
     def __enter__(self) -> Daemon:
         self.proc = subprocess.Popen(
-            self.cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
+        # stderr is read as it comes, so a test can wait for a log line instead of the wall clock.
+        self._reader = threading.Thread(target=self._read_stderr, name="daemon-stderr", daemon=True)
+        self._reader.start()
         return self
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stderr is not None
+        with self.proc.stderr as stream:
+            for line in stream:
+                self._lines.append(line)
+
+    def logged(self, text: str) -> bool:
+        """Whether a line the daemon has written to stderr so far contains `text`."""
+        return any(text in line for line in list(self._lines))
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -84,5 +101,8 @@ class Daemon:
 
     def finish(self, timeout: float = 30) -> int:
         assert self.proc is not None
-        _, self.stderr = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        self.stderr = "".join(self._lines)
         return self.proc.returncode

@@ -5,7 +5,6 @@ that matches the disk)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import threading
 from collections import defaultdict
@@ -19,27 +18,13 @@ import xxhash
 from dagmirror.devtools.corpus import create_bucket
 from dagmirror.devtools.servers import s3_client
 
-META = ".dagmirror"
+from .helpers import META, read_tree, walk_files
+
 META_FILES = {"state.json", "lock", "journal", "tmp", "audit"}
 
 
 def digest(body: bytes) -> str:
     return hashlib.sha1(body, usedforsecurity=False).hexdigest()
-
-
-def tree(dest: Path) -> dict[str, bytes]:
-    """Every regular file under DEST except dagmirror's own folder, by relative path."""
-    out: dict[str, bytes] = {}
-    for root, dirs, files in os.walk(dest):
-        rel_root = Path(root).relative_to(dest)
-        if rel_root.parts[:1] == (META,):
-            dirs[:] = []
-            continue
-        for name in files:
-            path = Path(root) / name
-            if path.is_file() and not path.is_symlink():
-                out[(rel_root / name).as_posix()] = path.read_bytes()
-    return out
 
 
 class History:
@@ -189,23 +174,18 @@ class Reader:
 
 def _read_all(dest: Path) -> list[tuple[str, bytes]]:
     found: list[tuple[str, bytes]] = []
-    for root, dirs, files in os.walk(dest):
-        rel_root = Path(root).relative_to(dest)
-        if rel_root.parts[:1] == (META,):
-            dirs[:] = []
-            continue
-        for name in files:
-            try:
-                with open(Path(root) / name, "rb") as fh:
-                    found.append(((rel_root / name).as_posix(), fh.read()))
-            except (FileNotFoundError, IsADirectoryError):
-                continue  # replaced or deleted while walking: fine
+    for rel, path in walk_files(dest):
+        try:
+            with open(path, "rb") as fh:
+                found.append((rel, fh.read()))
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # replaced or deleted while walking: fine
     return found
 
 
 def foreign_files(dest: Path, history: History) -> list[str]:
     """Files in DEST whose bytes are no version ever written to their key."""
-    return sorted(rel for rel, body in tree(dest).items() if not history.known(rel, body))
+    return sorted(rel for rel, body in read_tree(dest).items() if not history.known(rel, body))
 
 
 def leftover_temps(dest: Path) -> list[str]:
@@ -223,7 +203,7 @@ def state_problems(dest: Path) -> list[str]:
     signature and xxh3 match, and every file must be in it. Empty when consistent."""
     raw = (dest / META / "state.json").read_bytes()
     entries = orjson.loads(raw)["entries"]
-    files = tree(dest)
+    files = read_tree(dest)
     problems = [f"unrecorded file {p}" for p in sorted(set(files) - set(entries))]
     for path, (_etag, _size, xxh3, local_size, mtime_ns, ino) in sorted(entries.items()):
         if path not in files:

@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,12 @@ import orjson
 
 from dagmirror import Mirror, MirrorConfig, PassFailed
 from dagmirror.devtools.proxy import ChaosRule, Fault, ProxyRequest, S3Proxy, default_menu
-from dagmirror.devtools.servers import CREDENTIALS, moto_server, s3_env
+from dagmirror.devtools.servers import moto_server, s3_env
 from dagmirror.models import SyncReport
 from dagmirror.retry import RetryPolicy
 
-from .faults import Bucket, Reader, foreign_files, leftover_temps, state_problems, tree
+from .faults import Bucket, Reader, foreign_files, leftover_temps, state_problems
+from .helpers import read_tree, sdk_credentials
 
 PREFIX = "dags/prod/"
 
@@ -94,7 +94,11 @@ def chaos_soak(
     started = time.monotonic()
     chaos = ChaosRule(seed, rate=rate, menu=default_menu(spike=0.15))
     storms = _Storms(chaos)
-    with S3Proxy(endpoint, list_page_size=5) as proxy, _credentials(), Reader(dest, bucket.history) as reader:
+    with (
+        S3Proxy(endpoint, list_page_size=5) as proxy,
+        sdk_credentials(),
+        Reader(dest, bucket.history) as reader,
+    ):
         proxy.set_fault(storms)
         changer = _Changer(bucket, seed)
         with changer:
@@ -175,7 +179,7 @@ async def _chaos_passes(
 async def _one_chaos_pass(mirror: Mirror, bucket: Bucket, dest: Path, figures: ChaosFigures) -> None:
     history = bucket.history
     start_seq, live_at_start = history.mark()
-    before = set(tree(dest))
+    before = set(read_tree(dest))
     report: SyncReport | None = None
     try:
         report = await mirror.sync_once()
@@ -183,7 +187,7 @@ async def _one_chaos_pass(mirror: Mirror, bucket: Bucket, dest: Path, figures: C
         figures.aborted += 1
     end_seq, _ = history.mark()
     figures.passes += 1
-    gone = before - set(tree(dest))
+    gone = before - set(read_tree(dest))
     deleted_in_s3 = history.deleted_between(start_seq, end_seq)
     wrong = sorted(p for p in gone if p in live_at_start and p not in deleted_in_s3)
     figures.wrong_deletions += len(wrong)
@@ -210,25 +214,9 @@ async def _converge(proxy: S3Proxy, bucket: Bucket, dest: Path, limit: int = 10)
         for n in range(1, limit + 1):
             with contextlib.suppress(PassFailed):
                 report = await mirror.sync_once()
-                if not report.failed and tree(dest) == bucket.history.snapshot():
+                if not report.failed and read_tree(dest) == bucket.history.snapshot():
                     return n
     return -1
-
-
-@contextlib.contextmanager
-def _credentials() -> Iterator[None]:
-    """The in-process Mirror reads credentials from the environment, as the CLI does."""
-    saved = {k: os.environ.get(k) for k in (*CREDENTIALS, "AWS_PROFILE")}
-    os.environ.update(CREDENTIALS)
-    os.environ.pop("AWS_PROFILE", None)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # -- kill -9 at random moments ------------------------------------------------------------------------------
@@ -297,7 +285,7 @@ def _crash_trial(
     codes: Counter[str],
 ) -> None:
     history = bucket.history
-    before, target = tree(dest), history.snapshot()
+    before, target = read_tree(dest), history.snapshot()
     child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         child.wait(timeout=kill_after)
@@ -305,7 +293,7 @@ def _crash_trial(
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     figures.trials += 1
-    after = tree(dest)
+    after = read_tree(dest)
     torn = [p for p, body in after.items() if not history.known(p, body)]
     figures.torn_after_kill += len(torn)
     figures.examples += [f"torn after kill: {p}" for p in torn[:3]]
@@ -331,7 +319,7 @@ def _crash_trial(
     problems = state_problems(dest) if state.exists() else ["no state file"]
     figures.inconsistent_states += bool(problems)
     figures.examples += problems[:3]
-    if tree(dest) != target:
+    if read_tree(dest) != target:
         figures.not_converged += 1
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from dagmirror.devtools.servers import s3_env
 
-from .clihelpers import Run, dagmirror, put_all
 from .daemon import Daemon
+from .helpers import Run, dagmirror, put_all
 
 FILES = {"a.py": b"A = 1\n", "team/b.py": b"B = 2\n"}
 

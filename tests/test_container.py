@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from .clihelpers import local_tree, put_all
 from .daemon import Daemon
+from .helpers import put_all, read_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +62,6 @@ def test_image_install_steps_give_a_working_daemon(
     exe = (str(venv / "bin" / "dagmirror"),)
     with Daemon(f"s3://{bucket}/dags", dest, moto_endpoint, "--interval", "1", exe=exe) as daemon:
         daemon.until(lambda: daemon.get("/readyz")[0] == 200, what="ready")
-        assert local_tree(dest) == files
+        assert read_tree(dest) == files
         daemon.signal(signal.SIGTERM)
         assert daemon.finish() == 0

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .airflow_env import AIRFLOW_VERSION, airflow_python
-from .clihelpers import dagmirror
+from .helpers import dagmirror, put_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(900)]
 
@@ -35,8 +35,7 @@ def test_real_airflow_refuses_import_errors_and_dag_ids_taken_by_other_files_of_
         "common/__init__.py": b"",
         "common/names.py": b"OWNER = 'x'\n",
     }
-    for rel, body in env_files.items():
-        s3.put_object(Bucket=bucket, Key=f"dags/production/{rel}", Body=body)
+    put_all(s3, bucket, "dags/production/", env_files)
 
     def deploy(name: str, body: bytes) -> Any:
         (tmp_path / name).write_bytes(body)

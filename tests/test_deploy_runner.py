@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemoryStore
 from dagmirror.verify import xxh3_hex
 
+from .helpers import git, no_sleep, write_tree
+
 PREFIX = "dags/dev/"
 ARN = "arn:aws:sts::123456789012:user/alice"
 
@@ -31,20 +31,9 @@ def md5(body: bytes) -> str:
     return hashlib.md5(body).hexdigest()
 
 
-async def no_sleep(_: float) -> None:
-    return None
-
-
 def config(**changes: Any) -> DeployConfig:
     base = load_deploy_config(None, {}, {"bucket_url": "s3://bkt/dags/"})
     return replace(base, retry=RetryPolicy(attempts=3), **changes)
-
-
-def tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, body in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(body)
-    return root
 
 
 async def deploy(store: MemoryStore, paths: list[Path], env: str = "dev", **kw: Any) -> DeployReport:
@@ -64,7 +53,7 @@ async def test_a_directory_deploy_uploads_with_xxh3_metadata_and_records_the_liv
     tmp_path: Path,
 ) -> None:
     store = MemoryStore(identity=ARN)
-    report = await deploy(store, [tree(tmp_path, FILES)])
+    report = await deploy(store, [write_tree(tmp_path, FILES)])
     assert {k.removeprefix(PREFIX): v for k, v in store.live().items() if k.startswith(PREFIX)} == FILES
     for rel, body in FILES.items():
         assert store.history[PREFIX + rel][-1].metadata == {"xxh3": xxh3_hex(body)}
@@ -87,7 +76,7 @@ async def test_a_directory_deploy_uploads_with_xxh3_metadata_and_records_the_liv
 
 async def test_redeploying_unchanged_files_writes_nothing_not_even_a_record(tmp_path: Path) -> None:
     store = MemoryStore()
-    await deploy(store, [tree(tmp_path, FILES)])
+    await deploy(store, [write_tree(tmp_path, FILES)])
     store.counts.clear()
     report = await deploy(store, [tmp_path])
     assert report.result == "unchanged"
@@ -98,7 +87,7 @@ async def test_redeploying_unchanged_files_writes_nothing_not_even_a_record(tmp_
 
 async def test_on_a_kms_bucket_unchanged_files_are_recognised_by_their_xxh3_metadata(tmp_path: Path) -> None:
     store = MemoryStore(opaque_etags=True)  # ETags are not MD5s, as with SSE-KMS
-    await deploy(store, [tree(tmp_path, FILES)])
+    await deploy(store, [write_tree(tmp_path, FILES)])
     store.counts.clear()
     report = await deploy(store, [tmp_path])
     assert (report.result, store.counts["HEAD"], store.counts["PUT"]) == ("unchanged", 3, 0)
@@ -109,7 +98,7 @@ async def test_on_a_kms_bucket_unchanged_files_are_recognised_by_their_xxh3_meta
 
 async def test_a_write_that_keeps_failing_is_retried_reported_and_blocks_deletes(tmp_path: Path) -> None:
     store = MemoryStore()
-    await deploy(store, [tree(tmp_path, FILES)])
+    await deploy(store, [write_tree(tmp_path, FILES)])
     before = store.history[PREFIX + "a.py"][-1].version_id
     attempts: list[str] = []
 
@@ -149,7 +138,7 @@ async def test_a_write_whose_answer_was_lost_is_recorded_with_the_version_that_l
         return None
 
     store.put = lost_answer  # type: ignore[method-assign]
-    report = await deploy(store, [tree(tmp_path, {"a.py": b"a = 1\n"})])
+    report = await deploy(store, [write_tree(tmp_path, {"a.py": b"a = 1\n"})])
     (result,) = report.files
     assert (result.action, result.version_id) == ("upload", store.history[PREFIX + "a.py"][-1].version_id)
     assert report.result == "ok"
@@ -157,17 +146,17 @@ async def test_a_write_whose_answer_was_lost_is_recorded_with_the_version_that_l
 
 async def test_a_dry_run_validates_and_plans_but_writes_nothing(tmp_path: Path) -> None:
     store = MemoryStore()
-    report = await deploy(store, [tree(tmp_path, FILES)], dry_run=True)
+    report = await deploy(store, [write_tree(tmp_path, FILES)], dry_run=True)
     assert (report.result, report.counts()["upload"]) == ("dry-run", 3)
     assert store.live() == {}
     with pytest.raises(DeployRefused):
-        await deploy(store, [tree(tmp_path, {"bad.py": b"def (\n"})], dry_run=True)
+        await deploy(store, [write_tree(tmp_path, {"bad.py": b"def (\n"})], dry_run=True)
 
 
 async def test_a_syntax_error_refuses_the_whole_deploy_before_any_request_is_made(tmp_path: Path) -> None:
     store = MemoryStore()
     with pytest.raises(DeployRefused) as caught:
-        await deploy(store, [tree(tmp_path, FILES | {"team/bad.py": b"x = 1\nif x\n"})])
+        await deploy(store, [write_tree(tmp_path, FILES | {"team/bad.py": b"x = 1\nif x\n"})])
     assert caught.value.problems == ("team/bad.py:2: expected ':'",)
     assert not store.counts  # not even a listing: local problems need no bucket
 
@@ -175,24 +164,24 @@ async def test_a_syntax_error_refuses_the_whole_deploy_before_any_request_is_mad
 async def test_budgets_count_the_files_already_in_the_environment(tmp_path: Path) -> None:
     store = MemoryStore({PREFIX + f"old{i}.py": b"x" for i in range(3)})
     cfg = config(policies={"dev": EnvPolicy(max_files=4, max_file_bytes=100)})
-    files = tree(tmp_path, {"a.py": b"1", "b.py": b"2"})
+    files = write_tree(tmp_path, {"a.py": b"1", "b.py": b"2"})
     with pytest.raises(DeployRefused) as caught:
         await deploy(store, [files / "a.py", files / "b.py"], cfg=cfg)
     assert caught.value.problems == ("dev would hold 5 files, over its budget of 4",)
     with pytest.raises(DeployRefused, match="over the dev budget of 100 bytes"):
-        await deploy(store, [tree(tmp_path, {"big.py": b"#" * 101}) / "big.py"], cfg=cfg)
+        await deploy(store, [write_tree(tmp_path, {"big.py": b"#" * 101}) / "big.py"], cfg=cfg)
     assert store.counts["PUT"] == 0
 
 
 async def test_a_file_that_would_collide_with_a_folder_already_deployed_is_refused(tmp_path: Path) -> None:
     store = MemoryStore({PREFIX + "pkg/mod.py": b"m = 1\n"})
     with pytest.raises(DeployRefused, match=r"pkg/mod.py \(already in dev\): path is under file 'pkg'"):
-        await deploy(store, [tree(tmp_path, {"pkg": b"oops"}) / "pkg"])
+        await deploy(store, [write_tree(tmp_path, {"pkg": b"oops"}) / "pkg"])
 
 
 async def test_mass_removal_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     store = MemoryStore()
-    await deploy(store, [tree(tmp_path, {f"f{i}.py": b"x = 1\n" for i in range(4)})])
+    await deploy(store, [write_tree(tmp_path, {f"f{i}.py": b"x = 1\n" for i in range(4)})])
     for i in range(3):
         (tmp_path / f"f{i}.py").unlink()
     (tmp_path / "new.py").write_bytes(b"n = 1\n")
@@ -212,7 +201,7 @@ async def test_mass_removal_is_refused_before_anything_is_written(tmp_path: Path
 
 async def test_rollback_needs_versioning_and_changes_nothing_without_it(tmp_path: Path) -> None:
     store = MemoryStore(versioned=False)
-    report = await deploy(store, [tree(tmp_path, FILES)])
+    report = await deploy(store, [write_tree(tmp_path, FILES)])
     store.counts.clear()
     async with Deployer(config(), store=store, sleep=no_sleep) as deployer:
         with pytest.raises(
@@ -224,7 +213,7 @@ async def test_rollback_needs_versioning_and_changes_nothing_without_it(tmp_path
 
 async def test_rollback_refuses_when_a_recorded_version_has_expired(tmp_path: Path) -> None:
     store = MemoryStore()
-    first = await deploy(store, [tree(tmp_path, {"a.py": b"v = 1\n"})])
+    first = await deploy(store, [write_tree(tmp_path, {"a.py": b"v = 1\n"})])
     (tmp_path / "a.py").write_bytes(b"v = 22\n")
     await deploy(store, [tmp_path])
     del store.history[PREFIX + "a.py"][0]  # a lifecycle rule expired the noncurrent version
@@ -245,7 +234,7 @@ async def test_rollback_to_an_unknown_deploy_is_a_usage_error(tmp_path: Path) ->
 
 async def test_promote_refuses_content_that_fails_verification(tmp_path: Path) -> None:
     store = MemoryStore()
-    await deploy(store, [tree(tmp_path, FILES)], env="staging")
+    await deploy(store, [write_tree(tmp_path, FILES)], env="staging")
     tampered = store.history["dags/staging/a.py"][-1]
     evil = b"a = 666\n"  # a plain PUT that kept the old x-amz-meta-xxh3
     store.history["dags/staging/a.py"].append(
@@ -261,7 +250,7 @@ async def test_history_lists_newest_first_and_survives_an_unreadable_record(tmp_
     store = MemoryStore()
     clock = iter([1_700_000_000.0, 1_700_000_100.0])
     async with Deployer(config(), store=store, sleep=no_sleep, clock=lambda: next(clock)) as deployer:
-        first = await deployer.deploy([tree(tmp_path, {"a.py": b"1"})], "dev")
+        first = await deployer.deploy([write_tree(tmp_path, {"a.py": b"1"})], "dev")
         (tmp_path / "a.py").write_bytes(b"22")
         second = await deployer.deploy([tmp_path], "dev")
         await store.put("metadata/deploys/dev/20000101T000000.000000Z-badbadbadbad.json", b"{")
@@ -273,10 +262,10 @@ async def test_history_lists_newest_first_and_survives_an_unreadable_record(tmp_
 
 # -- the local side ----------------------------------------------------------------------------------------
 def test_folders_skip_vcs_and_bytecode_and_refuse_symlinks(tmp_path: Path) -> None:
-    root = tree(
+    root = write_tree(
         tmp_path / "dags", {"a.py": b"a", ".git/HEAD": b"ref", "__pycache__/a.pyc": b"\0", "x.pyc": b"\0"}
     )
-    tree(root, {".airflowignore": b"tests/\n"})
+    write_tree(root, {".airflowignore": b"tests/\n"})
     (root / "link.py").symlink_to(root / "a.py")
     (root / "linkdir").symlink_to(root / ".git")
     local = read_local([root], root=None, exclude=PathFilter.of((), ("*.pyc",)))
@@ -289,7 +278,7 @@ def test_folders_skip_vcs_and_bytecode_and_refuse_symlinks(tmp_path: Path) -> No
 
 
 def test_a_root_maps_paths_below_it_and_a_folder_owns_only_its_part(tmp_path: Path) -> None:
-    root = tree(tmp_path / "repo" / "dags", {"top.py": b"t", "team/a.py": b"a", "team/sub/b.py": b"b"})
+    root = write_tree(tmp_path / "repo" / "dags", {"top.py": b"t", "team/a.py": b"a", "team/sub/b.py": b"b"})
     local = read_local([root / "team", root / "top.py"], root=root, exclude=PathFilter())
     assert sorted(local.files) == ["team/a.py", "team/sub/b.py", "top.py"]
     assert local.scopes == ["team/"]
@@ -303,19 +292,10 @@ def test_a_root_maps_paths_below_it_and_a_folder_owns_only_its_part(tmp_path: Pa
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_the_git_commit_and_whether_the_deployed_paths_differ_from_it_are_recorded(tmp_path: Path) -> None:
-    repo = tree(tmp_path, {"dags/a.py": b"a = 1\n", "README": b"r"})
-    env = dict(
-        os.environ,
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@x",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@x",
-    )
+    repo = write_tree(tmp_path, {"dags/a.py": b"a = 1\n", "README": b"r"})
     for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"]):
-        subprocess.run(["git", "-C", str(repo), *args], check=True, env=env)
-    head = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout
+        git(repo, *args)
+    head = git(repo, "rev-parse", "HEAD")
     assert git_info([repo / "dags"]) == {"commit": head.strip(), "dirty": False}
     (repo / "README").write_bytes(b"changed elsewhere")
     assert git_info([repo / "dags"]) == {"commit": head.strip(), "dirty": False}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ from dagmirror.devtools.proxy import Fault, ProxyRequest, S3Proxy
 from dagmirror.devtools.servers import s3_env
 from dagmirror.verify import xxh3_hex
 
-from .clihelpers import Run, dagmirror, local_tree
+from .helpers import Run, dagmirror, git, read_tree, write_tree
 
 MOTO_ARN = "arn:aws:sts::123456789012:user/moto"  # what moto's STS says these credentials are
 FILES = {
@@ -35,13 +34,6 @@ def versioned(s3: Any) -> str:
     name = f"deploys-{uuid.uuid4().hex[:12]}"
     create_bucket(s3, name, versioned=True)
     return name
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, body in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(body)
-    return root
 
 
 def cli(
@@ -67,19 +59,6 @@ def versions(s3: Any, bucket: str) -> int:
 def stored_record(s3: Any, report: dict[str, Any]) -> dict[str, Any]:
     bucket, _, key = str(report["record"]).removeprefix("s3://").partition("/")
     return dict(orjson.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
-
-
-def git(repo: Path, *args: str) -> str:
-    env = dict(
-        os.environ,
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@x",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@x",
-    )
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
-    ).stdout
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -275,7 +254,7 @@ def test_the_mirror_verifies_the_deployed_xxh3_and_refuses_a_tampered_object(
     dest = tmp_path / "mirror"
     synced = dagmirror("sync", f"s3://{versioned}/dags/dev/", dest, "--json", endpoint=moto_endpoint)
     assert synced.code == 0, synced.stderr
-    assert local_tree(dest) == FILES
+    assert read_tree(dest) == FILES
 
     key = "dags/dev/a.py"
     meta = s3.head_object(Bucket=versioned, Key=key)["Metadata"]
@@ -285,7 +264,7 @@ def test_the_mirror_verifies_the_deployed_xxh3_and_refuses_a_tampered_object(
     (failure,) = run.report["failures"]
     assert failure["key"] == key
     assert "does not match x-amz-meta-xxh3" in failure["error"]
-    assert local_tree(dest) == FILES  # the deployed bytes stay; the tampered ones never land
+    assert read_tree(dest) == FILES  # the deployed bytes stay; the tampered ones never land
 
 
 def test_a_write_that_keeps_failing_is_reported_and_the_record_names_the_live_versions(

@@ -17,16 +17,14 @@ from dagmirror.models import ListPage, RemoteObject, SyncReport
 from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemorySource
 
+from .helpers import no_sleep, read_tree
+
 FILES = {
     "dags/a.py": b"a = 1\n",
     "dags/team/b.py": b"b = 2\n",
     "dags/team/sub/c.py": b"c = 3\n" * 100,
     "dags/other/d.sql": b"select 1",
 }
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 def config(dest: Path, **kw: Any) -> MirrorConfig:
@@ -40,21 +38,13 @@ async def sync(source: MemorySource, dest: Path, **kw: Any) -> SyncReport:
         return await mirror.sync_once()
 
 
-def tree(dest: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(dest)): p.read_bytes()
-        for p in dest.rglob("*")
-        if p.is_file() and ".dagmirror" not in p.relative_to(dest).parts
-    }
-
-
 def expected(files: dict[str, bytes], prefix: str = "dags/") -> dict[str, bytes]:
     return {k[len(prefix) :]: v for k, v in files.items() if k.startswith(prefix)}
 
 
 async def test_cold_pass_mirrors_the_tree_and_counts_add_up(tmp_path: Path) -> None:
     report = await sync(MemorySource(FILES), tmp_path / "d")
-    assert tree(tmp_path / "d") == expected(FILES)
+    assert read_tree(tmp_path / "d") == expected(FILES)
     assert (report.listed, report.downloaded, report.failed) == (4, 4, 0)
     assert report.bytes == sum(len(v) for v in FILES.values())
 
@@ -75,7 +65,7 @@ async def test_fanout_depth_and_page_size_do_not_change_the_result(tmp_path: Pat
     report = await sync(MemorySource(files, page_size=7), tmp_path, fanout_depth=fanout_depth)
     want = expected(files)
     del want["t1"], want["t1/s1/f1.py"]
-    assert tree(tmp_path) == want
+    assert read_tree(tmp_path) == want
     assert sorted(r.key for r in report.rejections) == ["dags/t1", "dags/t1/s1/f1.py"]
 
 
@@ -91,7 +81,7 @@ async def test_transient_get_faults_are_retried(tmp_path: Path) -> None:
     source.fault = flaky
     report = await sync(source, tmp_path)
     assert (report.downloaded, report.failed, report.retries) == (4, 0, 8)
-    assert tree(tmp_path) == expected(FILES)
+    assert read_tree(tmp_path) == expected(FILES)
 
 
 async def test_corrupt_body_is_retried_then_reported_and_never_installed(tmp_path: Path) -> None:
@@ -122,7 +112,7 @@ async def test_listing_failure_midway_deletes_nothing(tmp_path: Path) -> None:
         del source.objects[key]  # real deletions, which the failed listing must not act on
     with pytest.raises(PassFailed, match="nothing deleted"):
         await sync(source, tmp_path, fanout_depth=0, allow_mass_delete=True)
-    assert len(tree(tmp_path)) == 50
+    assert len(read_tree(tmp_path)) == 50
 
 
 async def test_missing_bucket_fails_the_pass_as_a_config_error(tmp_path: Path) -> None:
@@ -271,7 +261,7 @@ async def test_disk_full_keeps_existing_files_and_recovers(
     monkeypatch.setattr(os, "write", real_write)
     report = await sync(source, tmp_path)
     assert (report.failed, report.downloaded) == (0, 2)
-    assert tree(tmp_path) == expected(source.objects)
+    assert read_tree(tmp_path) == expected(source.objects)
 
 
 async def test_no_task_of_a_failed_pass_outlives_it(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from dagmirror.dirfd import DirCache
 from dagmirror.errors import InstallError
 from dagmirror.install import Tree
 
-from .faults import leftover_temps, tree
+from .faults import leftover_temps
+from .helpers import read_tree
 
 
 def open_fds() -> int:
@@ -35,7 +36,7 @@ def test_many_folders_from_many_threads_all_land_and_no_fd_leaks(dest: Path) -> 
     assert len(t._dirs._entries) <= DirCache.LIMIT  # more folders than the cache keeps: evicted as it went
     t.close()
     assert open_fds() == before
-    assert tree(dest) == files
+    assert read_tree(dest) == files
     assert leftover_temps(dest) == []
 
 

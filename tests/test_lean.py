@@ -17,7 +17,7 @@ from dagmirror.source._translate import classify as _classify
 from dagmirror.source.lean import LeanS3, UntrustedXML, parse_list
 from dagmirror.source.sigv4 import Credentials, Signer
 
-from .clihelpers import put_all
+from .helpers import put_all
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 

@@ -19,9 +19,7 @@ from dagmirror.models import SyncReport
 from dagmirror.retry import RetryPolicy
 from dagmirror.source.lean import UntrustedXML, parse_list
 
-from .clihelpers import put_all
-from .faults import tree
-from .soak import _credentials
+from .helpers import put_all, read_tree, sdk_credentials
 
 PREFIX = "dags/"
 FILES = {f"team{i % 3}/dag_{i:02d}.py": f"# dag {i}\n".encode() * (40 + i) for i in range(12)}
@@ -35,7 +33,7 @@ def seeded(s3: Any, bucket: str) -> str:
 
 @pytest.fixture
 def proxy(moto_endpoint: str) -> Iterator[S3Proxy]:
-    with S3Proxy(moto_endpoint, list_page_size=3) as p, _credentials():
+    with S3Proxy(moto_endpoint, list_page_size=3) as p, sdk_credentials():
         yield p
 
 
@@ -93,7 +91,7 @@ async def test_a_fault_on_every_first_get_is_retried_and_nothing_bad_is_installe
     proxy.set_fault(FirstTry("GET", ONE_OF_EACH[name]))
     report = await sync(seeded, proxy, tmp_path, transport=transport)
     assert (report.downloaded, report.failed) == (len(FILES), 0), report.failures
-    assert tree(tmp_path) == FILES
+    assert read_tree(tmp_path) == FILES
     if name == "latency spike":
         assert report.retries == 0
     elif name == "reset before the answer":
@@ -114,7 +112,7 @@ async def test_a_fault_on_every_first_list_page_is_retried_and_the_pass_complete
     proxy.set_fault(FirstTry("LIST", ONE_OF_EACH[name]))
     report = await sync(seeded, proxy, tmp_path, transport=transport)
     assert (report.downloaded, report.failed) == (len(FILES), 0)
-    assert tree(tmp_path) == FILES
+    assert read_tree(tmp_path) == FILES
 
 
 async def test_a_list_page_failing_in_the_middle_of_pagination_aborts_and_deletes_nothing(
@@ -127,7 +125,7 @@ async def test_a_list_page_failing_in_the_middle_of_pagination_aborts_and_delete
     proxy.set_fault(lambda r: Fault(status=500, code="InternalError") if r.continued else None)
     with pytest.raises(PassFailed, match="nothing deleted"):
         await sync(seeded, proxy, tmp_path, allow_mass_delete=True)
-    assert tree(tmp_path) == FILES
+    assert read_tree(tmp_path) == FILES
     assert proxy.injected()["LIST 500 InternalError"] >= 4  # every retry of the page failed too
 
 
@@ -145,10 +143,10 @@ async def test_a_listing_that_silently_leaves_keys_out_deletes_none_of_them(
     assert kept, "the dropped keys are reported"
     assert all("the listing was incomplete" in f.error for f in report.failures)
     want = {k: v for k, v in FILES.items() if k != "team0/dag_00.py"}
-    assert tree(tmp_path) == want
+    assert read_tree(tmp_path) == want
     proxy.set_fault(None)
     report = await sync(seeded, proxy, tmp_path)
-    assert (report.failed, report.deleted, tree(tmp_path)) == (0, 0, want)
+    assert (report.failed, report.deleted, read_tree(tmp_path)) == (0, 0, want)
 
 
 async def test_a_truncated_body_of_an_object_with_an_opaque_etag_is_never_installed(
@@ -169,10 +167,10 @@ async def test_a_truncated_body_of_an_object_with_an_opaque_etag_is_never_instal
     report = await sync(bucket, proxy, tmp_path)
     assert report.failed == 1
     assert "the listing said" in report.failures[0].error
-    assert tree(tmp_path) == {}
+    assert read_tree(tmp_path) == {}
     proxy.set_fault(None)
     await sync(bucket, proxy, tmp_path)
-    assert tree(tmp_path) == {"mp.py": body}
+    assert read_tree(tmp_path) == {"mp.py": body}
 
 
 def test_a_page_marked_truncated_without_a_continuation_token_is_refused() -> None:
@@ -245,6 +243,6 @@ async def test_an_unconfirmable_deletion_says_what_clears_it_and_deleting_the_fi
     (tmp_path / gone).unlink()
     report = await sync(seeded, proxy, tmp_path)
     assert (report.failed, report.deleted) == (0, 0)
-    assert tree(tmp_path) == {k: v for k, v in FILES.items() if k != gone}
+    assert read_tree(tmp_path) == {k: v for k, v in FILES.items() if k != gone}
     report = await sync(seeded, proxy, tmp_path)
     assert (report.failed, report.deleted, report.requests.get("GET 404", 0)) == (0, 0, 0)

@@ -23,8 +23,7 @@ from dagmirror.errors import ConfigError, DagmirrorError
 from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemorySource
 
-from .clihelpers import dagmirror
-from .faults import tree
+from .helpers import dagmirror, read_tree
 
 PREFIX = "dags/dev/"
 CAFE_NFC = unicodedata.normalize("NFC", "café.py")
@@ -124,7 +123,7 @@ def test_hostile_keys_are_refused_and_reported_and_nothing_is_written_outside_de
     assert all(refused.values())
     assert [f["key"] for f in report["failures"]] == [PREFIX + "team/x.py"]
     assert "symlink" in report["failures"][0]["error"]
-    mirrored = tree(dest)
+    mirrored = read_tree(dest)
     assert set(mirrored) == set(ACCEPTED) | {"top.py"}
     for rel in ACCEPTED:
         assert mirrored[rel] == b"# " + rel.encode()
@@ -177,7 +176,7 @@ def test_fuzzed_keys_through_the_real_installer_stay_inside_dest(keys: list[str]
         report = asyncio.run(_sync_memory(objects, dest))
         assert list(sibling.iterdir()) == []
         assert sorted(p.name for p in root.iterdir()) == ["dest", "sibling"]
-        for rel, body in tree(dest).items():
+        for rel, body in read_tree(dest).items():
             assert rel.encode() == body  # each file at exactly its key's path
         assert all(r.reason for r in report.rejections)
         assert report.failed == 0, report.failures

@@ -25,10 +25,10 @@ from dagmirror.models import SyncReport
 from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemorySource
 
-from .clihelpers import dagmirror, put_all
 from .daemon import Daemon
-from .faults import leftover_temps, state_problems, tree
-from .soak import _credentials, scale
+from .faults import leftover_temps, state_problems
+from .helpers import dagmirror, put_all, read_tree, sdk_credentials
+from .soak import scale
 
 PREFIX = "dags/"
 FILES = {f"team{i % 2}/dag_{i}.py": f"# dag {i}\n".encode() * (30 + i) for i in range(6)}
@@ -68,12 +68,12 @@ HOSTILE = {
 async def test_a_get_from_a_stuck_server_is_given_up_and_reported(
     seeded: str, moto_endpoint: str, tmp_path: Path, name: str, transport: str
 ) -> None:
-    with S3Proxy(moto_endpoint) as proxy, _credentials():
+    with S3Proxy(moto_endpoint) as proxy, sdk_credentials():
         proxy.set_fault(lambda r: HOSTILE[name] if r.op == "GET" else None)
         report = await sync_via(seeded, proxy, tmp_path, transport=transport)
     assert (report.downloaded, report.failed) == (0, len(FILES))
     assert all(("Timeout" in f.error) or ("no complete answer" in f.error) for f in report.failures)
-    assert tree(tmp_path) == {}
+    assert read_tree(tmp_path) == {}
 
 
 @pytest.mark.parametrize("transport", ["lean", "sdk"])
@@ -81,7 +81,7 @@ async def test_a_get_from_a_stuck_server_is_given_up_and_reported(
 async def test_a_listing_from_a_stuck_server_fails_the_pass_cleanly(
     seeded: str, moto_endpoint: str, tmp_path: Path, name: str, transport: str
 ) -> None:
-    with S3Proxy(moto_endpoint) as proxy, _credentials():
+    with S3Proxy(moto_endpoint) as proxy, sdk_credentials():
         proxy.set_fault(lambda r: HOSTILE[name] if r.op == "LIST" else None)
         with pytest.raises(PassFailed, match="nothing deleted"):
             await sync_via(seeded, proxy, tmp_path, transport=transport)
@@ -120,7 +120,7 @@ def test_a_huge_body_for_a_small_key_is_abandoned_within_the_memory_target(
     assert report["failed"] == len(FILES)
     assert all("exceeds the listed size" in f["error"] for f in report["failures"])
     assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB"
-    assert tree(tmp_path) == {}
+    assert read_tree(tmp_path) == {}
 
 
 # -- disk full ----------------------------------------------------------------------------------------------
@@ -157,14 +157,14 @@ async def test_a_full_disk_fails_cleanly_keeps_every_file_and_recovers_when_spac
         first = {f"dags/old_{i}.py": bytes([65 + i]) * 100_000 for i in range(4)}
         source = MemorySource(first)
         await memory_sync(source, dest)
-        kept = tree(dest)
+        kept = read_tree(dest)
         for i in range(8):  # 800 kB more than a 1 MiB filesystem holding 400 kB can take
             source.put(f"dags/new_{i}.py", bytes([97 + i]) * 100_000)
         source.put("dags/old_0.py", b"rewritten " * 10_000)
         report = await memory_sync(source, dest)
         assert report.failed >= 1
         assert all("No space left on device" in f.error for f in report.failures), report.failures
-        now = tree(dest)
+        now = read_tree(dest)
         assert set(kept) <= set(now)  # nothing lost
         for path, body in now.items():  # each file whole: the old bytes or the new, nothing partial
             assert body in (kept.get(path), source.objects["dags/" + path]), path
@@ -172,7 +172,7 @@ async def test_a_full_disk_fails_cleanly_keeps_every_file_and_recovers_when_spac
         _remount(mount, "8m")
         report = await memory_sync(source, dest)
         assert report.failed == 0
-        assert tree(dest) == {k[len("dags/") :]: v for k, v in source.objects.items()}
+        assert read_tree(dest) == {k[len("dags/") :]: v for k, v in source.objects.items()}
         assert state_problems(dest) == []
 
 
@@ -215,16 +215,16 @@ def test_an_unreachable_s3_keeps_the_tree_turns_not_ready_and_recovers_without_r
             proxy.set_fault(lambda r: Fault(reset="before"))
             s3.delete_object(Bucket=seeded, Key=PREFIX + "team0/dag_0.py")
             daemon.until(lambda: daemon.get("/readyz")[0] == 503, what="not ready once stale")
-            assert tree(dest) == FILES  # the last good tree, whole, and nothing deleted
+            assert read_tree(dest) == FILES  # the last good tree, whole, and nothing deleted
             assert daemon.get("/healthz")[0] == 200
             proxy.set_fault(None)
             daemon.until(lambda: daemon.get("/readyz")[0] == 200, what="ready again without a restart")
-            daemon.until(lambda: "team0/dag_0.py" not in tree(dest), what="the real deletion applied")
+            daemon.until(lambda: "team0/dag_0.py" not in read_tree(dest), what="the real deletion applied")
             assert daemon.proc is not None
             assert (daemon.proc.pid, daemon.proc.poll()) == (pid, None)  # the same process throughout
             daemon.signal(signal.SIGTERM)
             assert daemon.finish() == 0
-    assert tree(dest) == {k: v for k, v in FILES.items() if k != "team0/dag_0.py"}
+    assert read_tree(dest) == {k: v for k, v in FILES.items() if k != "team0/dag_0.py"}
     assert "pass failed, keeping the last good tree" in daemon.stderr
 
 

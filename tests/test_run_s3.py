@@ -17,8 +17,8 @@ from dagmirror.devtools.corpus import create_bucket
 from dagmirror.devtools.proxy import Fault, S3Proxy
 from dagmirror.devtools.servers import s3_env
 
-from .clihelpers import dagmirror, local_tree, put_all
 from .daemon import Daemon
+from .helpers import dagmirror, put_all, read_tree
 
 PREFIX = "dags/prod/"
 FILES = {f"team{i % 3}/dag_{i}.py": f"# dag {i}\n".encode() * (i + 1) for i in range(12)}
@@ -50,13 +50,13 @@ def test_readiness_follows_the_first_pass_then_flips_with_an_outage_and_back(
             gate.set()
             proxy.set_fault(None)
             daemon.until(lambda: daemon.get("/readyz")[0] == 200, what="ready after the first pass")
-            assert local_tree(dest) == FILES
+            assert read_tree(dest) == FILES
 
             proxy.set_fault(lambda r: Fault(status=503, code="ServiceUnavailable"))
             daemon.until(lambda: daemon.get("/readyz")[0] == 503, what="stale during the outage")
             assert daemon.get("/healthz")[0] == 200  # alive, just not ready
             assert (daemon.metric("dagmirror_staleness_seconds", mapping="default") or 0) > 1.5
-            assert local_tree(dest) == FILES  # a failed pass keeps the last good tree
+            assert read_tree(dest) == FILES  # a failed pass keeps the last good tree
 
             proxy.set_fault(None)
             daemon.until(lambda: daemon.get("/readyz")[0] == 200, what="ready again after the outage")
@@ -98,22 +98,22 @@ def test_sigterm_mid_pass_exits_0_and_a_second_signal_exits_at_once_without_torn
         proxy.set_fault(lambda r: Fault(delay=0.2) if r.op == "GET" else None)
         src = f"s3://{bucket}/{PREFIX}"
         with Daemon(src, dest, proxy.endpoint_url, "--concurrency", "4", "--grace", "60") as daemon:
-            daemon.until(lambda: len(local_tree(dest)) >= 4, what="a pass in flight")
+            daemon.until(lambda: len(read_tree(dest)) >= 4, what="a pass in flight")
             daemon.signal(signal.SIGTERM)
             assert daemon.finish(timeout=60) == 0  # graceful: the pass in flight finished
-            assert local_tree(dest) == big
+            assert read_tree(dest) == big
         (dest / ".dagmirror" / "state.json").unlink()  # force a full pass again
         for path in dest.glob("*.py"):
             path.unlink()
         with Daemon(src, dest, proxy.endpoint_url, "--concurrency", "4", "--grace", "60") as daemon:
-            daemon.until(lambda: len(local_tree(dest)) >= 4, what="a pass in flight")
+            daemon.until(lambda: len(read_tree(dest)) >= 4, what="a pass in flight")
             daemon.signal(signal.SIGTERM)
-            time.sleep(0.2)
+            daemon.until(lambda: daemon.logged("SIGTERM: finishing"), what="the first SIGTERM handled")
             daemon.signal(signal.SIGTERM)  # impatient: exit now
             assert daemon.finish(timeout=10) != 0
-    for rel, body in local_tree(dest).items():
+    for rel, body in read_tree(dest).items():
         assert body == big[rel], f"torn file {rel}"
-    assert len(local_tree(dest)) < len(big)
+    assert len(read_tree(dest)) < len(big)
 
 
 def test_audit_records_each_change_and_never_a_secret(
@@ -173,11 +173,11 @@ def test_wait_for_source_waits_for_the_bucket_then_syncs(s3: Any, moto_endpoint:
     assert run.code == 0, run.stderr
     # The wait ends as soon as the prefix holds an object, possibly while the uploads are still landing:
     # what the first pass mirrored is a non-empty, byte-exact part of them, and the next pass completes it.
-    first = local_tree(tmp_path / "d")
+    first = read_tree(tmp_path / "d")
     assert first
     assert all(FILES[rel] == body for rel, body in first.items())
     assert dagmirror("sync", f"s3://{name}/{PREFIX}", tmp_path / "d", endpoint=moto_endpoint).code == 0
-    assert local_tree(tmp_path / "d") == FILES
+    assert read_tree(tmp_path / "d") == FILES
 
 
 def test_wait_for_source_gives_up_with_one_line_after_the_timeout(moto_endpoint: str, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from dagmirror.devtools.proxy import Fault, S3Proxy
 from dagmirror.devtools.servers import s3_env
 
-from .clihelpers import dagmirror, local_tree, put_all
+from .helpers import dagmirror, put_all, read_tree
 
 PREFIX = "dags/dev/"
 NESTED = {
@@ -45,7 +45,7 @@ def test_cold_pass_mirrors_a_nested_tree_byte_for_byte(
 ) -> None:
     run = sync(seeded, tmp_path / "dags", moto_endpoint)
     assert run.code == 0, run.stderr
-    assert local_tree(tmp_path / "dags") == NESTED
+    assert read_tree(tmp_path / "dags") == NESTED
     report = run.report
     assert {k: report[k] for k in ("listed", "downloaded", "unchanged", "deleted", "rejected", "failed")} == {
         "listed": 7,
@@ -118,7 +118,7 @@ def test_empty_listing_trips_the_guard_and_keeps_every_file(
     assert run.code == 3
     assert "listing is empty" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
-    assert local_tree(tmp_path) == NESTED
+    assert read_tree(tmp_path) == NESTED
 
 
 def test_mass_delete_is_refused_but_downloads_still_apply_and_can_be_allowed(
@@ -132,7 +132,7 @@ def test_mass_delete_is_refused_but_downloads_still_apply_and_can_be_allowed(
     assert run.code == 3
     assert run.report["downloaded"] == 1
     assert run.report["deleted"] == 0
-    assert len(local_tree(tmp_path)) == 8
+    assert len(read_tree(tmp_path)) == 8
     run = sync(seeded, tmp_path, moto_endpoint, "--allow-mass-delete")
     assert (run.code, run.report["deleted"]) == (0, 5)
     run = sync(seeded, tmp_path, moto_endpoint, "--max-delete-fraction", "0.1")
@@ -159,7 +159,7 @@ def test_hostile_keys_are_rejected_reported_and_never_written(
     dest = tmp_path / "d" / "dags"
     run = sync(bucket, dest, moto_endpoint)
     assert run.code == 0, run.stderr
-    assert local_tree(dest) == {"ok.py": b"fine"}
+    assert read_tree(dest) == {"ok.py": b"fine"}
     assert sorted(r["key"] for r in run.report["rejections"]) == sorted(PREFIX + r for r in hostile)
     assert run.report["rejected"] == len(hostile)
     assert [p.name for p in tmp_path.rglob("*escape*")] == []
@@ -177,7 +177,7 @@ def test_file_directory_collision_rejects_the_file_deterministically(
     )
     run = sync(bucket, tmp_path, moto_endpoint)
     assert run.code == 0
-    assert local_tree(tmp_path) == {"pkg/mod.py": b"module", "team/x/y.py": b"y"}
+    assert read_tree(tmp_path) == {"pkg/mod.py": b"module", "team/x/y.py": b"y"}
     assert sorted(r["key"] for r in run.report["rejections"]) == [PREFIX + "pkg", PREFIX + "team/x"]
 
 
@@ -213,13 +213,13 @@ def test_local_tampering_is_detected_and_restored(seeded: str, moto_endpoint: st
     run = sync(seeded, tmp_path, moto_endpoint)
     assert run.code == 0
     assert (run.report["downloaded"], run.report["restored"]) == (3, 3)
-    assert local_tree(tmp_path) == NESTED
+    assert read_tree(tmp_path) == NESTED
 
 
 def test_include_and_exclude_globs(seeded: str, moto_endpoint: str, tmp_path: Path) -> None:
     run = sync(seeded, tmp_path, moto_endpoint, "--include", "*.py", "--exclude", "ml/*")
     assert run.code == 0
-    assert set(local_tree(tmp_path)) == {"top.py", "analytics/daily.py"}
+    assert set(read_tree(tmp_path)) == {"top.py", "analytics/daily.py"}
     assert run.report["excluded"] == 5
 
 
@@ -250,11 +250,11 @@ def test_kill_9_mid_pass_leaves_no_torn_file_and_resume_skips_installed_files(
             cmd, env=s3_env(proxy.endpoint_url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(local_tree(dest) if dest.exists() else {}) < 40:
+        while time.monotonic() < deadline and len(read_tree(dest) if dest.exists() else {}) < 40:
             time.sleep(0.02)
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-        partial = local_tree(dest)
+        partial = read_tree(dest)
         assert 40 <= len(partial) < len(files)
         assert all(files[p] == body for p, body in partial.items())  # nothing torn, nothing foreign
         proxy.set_fault(None)
@@ -262,7 +262,7 @@ def test_kill_9_mid_pass_leaves_no_torn_file_and_resume_skips_installed_files(
         run = dagmirror("sync", f"s3://{bucket}/{PREFIX}", dest, "--json", endpoint=proxy.endpoint_url)
         gets = proxy.counts().get("GET", 0)
     assert run.code == 0, run.stderr
-    assert local_tree(dest) == files
+    assert read_tree(dest) == files
     assert gets <= len(files) - len(partial)  # what was installed before the kill is not fetched again
     assert list((dest / ".dagmirror/tmp").iterdir()) == []
 
