@@ -1,8 +1,11 @@
 """`dagmirror deploy`, `history`, `rollback` and `promote`: validated, recorded writes to the environments of
 one bucket (`s3://BUCKET/dags/<env>/...`), the other half of the mirror.
 
-    local files / live versions -> validate (validate.py, airflow.py) -> plan (plan.py) -> write -> record
-                                   \\________________ runner.Deployer runs these ________________/
+    deployer.Deployer: deploy | promote | rollback | history
+      request.py   local files / another environment's live versions / a record -> DeployRequest
+      runner.py    DeployRequest -> list -> validate (validate.py, airflow.py) -> plan (plan.py) -> settle
+                   -> write (writer.py) -> record (record.py)
+      bucket.py    every request: the store opened on first use, retried, in a bounded pool
 
 Library use::
 
@@ -14,8 +17,8 @@ Library use::
 """
 
 from dagmirror.config.deploy import DeployConfig, EnvPolicy, config_path, load_deploy_config
+from dagmirror.deploy.deployer import Deployer
 from dagmirror.deploy.record import DeployReport, FileResult
-from dagmirror.deploy.runner import Deployer
 
 __all__ = [
     "DeployConfig",

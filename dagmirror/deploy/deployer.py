@@ -1,0 +1,78 @@
+"""`Deployer`: the four commands over the environments of one bucket. A deploy, promote or rollback builds its
+`DeployRequest` (request.py) and hands it to the one `Pipeline` (runner.py); `history` only reads records."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dagmirror.config.deploy import DeployConfig
+from dagmirror.deploy import request
+from dagmirror.deploy.bucket import Bucket
+from dagmirror.deploy.local import local_user
+from dagmirror.deploy.record import DeployReport, records_prefix, summary
+from dagmirror.deploy.runner import Pipeline
+from dagmirror.keys import PathFilter
+from dagmirror.retry import Sleep
+from dagmirror.source import DeployStore
+
+
+class Deployer:
+    """Deploys to the environments of one bucket. Use as `async with Deployer(config) as d`."""
+
+    def __init__(
+        self,
+        config: DeployConfig,
+        *,
+        store: DeployStore | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        user: str | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.config = config
+        self._bucket = Bucket(config, store, sleep=sleep)
+        user, host = user or local_user(), host or socket.gethostname()
+        self._filter = PathFilter.of((), config.exclude)
+        self._pipeline = Pipeline(self._bucket, self._filter.wants, clock, user, host)
+
+    async def __aenter__(self) -> Deployer:
+        return self  # the bucket is opened on first use: a deploy refused locally never needs it
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._bucket.aclose()
+
+    async def deploy(
+        self, paths: Sequence[Path], env: str, *, dry_run: bool = False, airflow_check: bool | None = None
+    ) -> DeployReport:
+        """Make `env` hold `paths` (files, or directories whose removed files are deleted there too)."""
+        asked = await request.from_local(
+            self.config, paths, env, exclude=self._filter, dry_run=dry_run, airflow_check=airflow_check
+        )
+        return await self._pipeline.run(asked)
+
+    async def promote(
+        self, source: str, target: str, *, dry_run: bool = False, airflow_check: bool | None = None
+    ) -> DeployReport:
+        """Make `target` hold exactly the live versions of `source`, by server-side copies."""
+        asked = await request.from_environment(
+            self.config, self._bucket, source, target, dry_run=dry_run, airflow_check=airflow_check
+        )
+        return await self._pipeline.run(asked)
+
+    async def rollback(self, env: str, deploy_id: str, *, dry_run: bool = False) -> DeployReport:
+        """Make the paths of a recorded deploy hold the versions it recorded again (copies of them)."""
+        asked = await request.from_record(self.config, self._bucket, env, deploy_id, dry_run=dry_run)
+        return await self._pipeline.run(asked)
+
+    async def history(self, env: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest `limit` deploys of `env`, newest first."""
+        self.config.env_prefix(env)  # an unknown environment is a ConfigError before any request
+        keys = await self._bucket.list_keys(records_prefix(env))
+        newest = sorted((k for k in keys if k.endswith(".json")), reverse=True)[:limit]
+        bodies = await self._bucket.pool(newest, lambda k: self._bucket.get_version(k, None))
+        return [summary(fetched.body, key) for key, fetched in zip(newest, bodies, strict=True)]

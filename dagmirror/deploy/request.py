@@ -1,0 +1,178 @@
+"""What each command asks of an environment, built before the environment's listing is read: a deploy from
+local files, a promote from another environment's live versions, a rollback from a record. Each builder
+collects every problem it can find on its own, so runner.py refuses before its first request when it can."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from dagmirror.config.deploy import DeployConfig
+from dagmirror.deploy.bucket import Bucket
+from dagmirror.deploy.local import git_info, read_local
+from dagmirror.deploy.plan import Origin, Wanted, live_by_path
+from dagmirror.deploy.record import (
+    check_deploy_id,
+    deploy_id_of,
+    parse_record,
+    records_prefix,
+    wanted_from_record,
+)
+from dagmirror.deploy.validate import compile_problems, key_problems
+from dagmirror.errors import ConfigError, DagmirrorError
+from dagmirror.keys import PathFilter
+from dagmirror.source import LiveObject
+from dagmirror.verify import verify, xxh3_hex
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """One deploy, promote or rollback as asked: what each path of `env` should hold, the folders it owns
+    (`scopes`: removals there delete), the problems that already refuse it, and the checks it wants."""
+
+    kind: str  # deploy, promote, rollback: the record's `kind`
+    env: str
+    wanted: dict[str, Wanted]
+    scopes: tuple[str, ...]
+    problems: list[str]
+    notes: list[str]  # warnings for the record's validation section
+    dry_run: bool
+    git: dict[str, Any] | None = None
+    origin: dict[str, Any] = field(default_factory=dict)  # rollback_of, or promoted_from
+    budgets: bool = True  # False for a rollback: it puts back versions that were already live
+    airflow: bool = False
+    check_origins: bool = False  # copies of old versions: each must still exist
+
+
+async def from_local(
+    config: DeployConfig,
+    paths: Sequence[Path],
+    env: str,
+    *,
+    exclude: PathFilter,
+    dry_run: bool,
+    airflow_check: bool | None,
+) -> DeployRequest:
+    """`env` should hold `paths` (files, or directories whose removed files are deleted there too)."""
+    prefix = config.env_prefix(env)
+    tree = await asyncio.to_thread(read_local, paths, root=config.root, exclude=exclude)
+    syntax, notes = compile_problems(tree.files)
+    wanted = {p: _from_body(p, body) for p, body in tree.files.items()}
+    problems = tree.problems + key_problems(wanted, prefix) + syntax
+    git = await asyncio.to_thread(git_info, paths)
+    return DeployRequest(
+        "deploy",
+        env,
+        wanted,
+        tuple(tree.scopes),
+        problems,
+        notes,
+        dry_run,
+        git=git,
+        airflow=_wants_airflow(config, env, airflow_check),
+    )
+
+
+async def from_environment(
+    config: DeployConfig,
+    bucket: Bucket,
+    source: str,
+    target: str,
+    *,
+    dry_run: bool,
+    airflow_check: bool | None,
+) -> DeployRequest:
+    """`target` should hold exactly the live versions of `source`, by server-side copies."""
+    source_prefix, target_prefix = config.env_prefix(source), config.env_prefix(target)
+    if source == target:
+        raise ConfigError("promote needs two different environments")
+    objects, rejected = live_by_path(await bucket.list_live(source_prefix), source_prefix)
+    if not objects:
+        raise ConfigError(f"nothing to promote: s3://{config.bucket.bucket}/{source_prefix} is empty")
+    fetched = await bucket.pool(list(objects.items()), partial(_fetch_verified, bucket))
+    wanted = {w.path: w for w in fetched if isinstance(w, Wanted)}
+    problems = [f"{source} has {r}" for r in rejected] + [p for p in fetched if isinstance(p, str)]
+    syntax, notes = compile_problems({p: w.body for p, w in wanted.items() if w.body is not None})
+    problems += key_problems(wanted, target_prefix) + syntax
+    return DeployRequest(
+        "promote",
+        target,
+        wanted,
+        ("",),  # the whole target environment: what `source` lacks is deleted
+        problems,
+        notes,
+        dry_run,
+        origin={"promoted_from": source},
+        airflow=_wants_airflow(config, target, airflow_check),
+    )
+
+
+async def from_record(
+    config: DeployConfig, bucket: Bucket, env: str, deploy_id: str, *, dry_run: bool
+) -> DeployRequest:
+    """The paths of a recorded deploy should hold the versions it recorded again (copies of them)."""
+    prefix = config.env_prefix(env)
+    check_deploy_id(deploy_id)
+    status = await bucket.versioning()
+    if status != "Enabled":
+        raise ConfigError(
+            f"rollback needs versioning on s3://{config.bucket.bucket} "
+            f"(it is {status.lower() or 'off'}); nothing was changed"
+        )
+    key = await _find_record(bucket, env, deploy_id)
+    stored = parse_record((await bucket.get_version(key, None)).body, key)
+    wanted, problems = wanted_from_record(stored, prefix)
+    return DeployRequest(
+        "rollback",
+        env,
+        wanted,
+        stored.scopes,
+        problems,
+        [],
+        dry_run,
+        origin={"rollback_of": deploy_id},
+        budgets=False,
+        check_origins=True,
+    )
+
+
+async def _find_record(bucket: Bucket, env: str, deploy_id: str) -> str:
+    keys = await bucket.list_keys(records_prefix(env))
+    found = [k for k in keys if deploy_id_of(k) == deploy_id]
+    if not found:
+        raise ConfigError(f"no deploy {deploy_id} in {env} (see: dagmirror history --env {env})")
+    return found[-1]
+
+
+async def _fetch_verified(bucket: Bucket, item: tuple[str, LiveObject]) -> Wanted | str:
+    """One live version of the promoted environment, checked as the mirror checks it; or why not."""
+    path, obj = item
+    store = await bucket.store()
+
+    async def once() -> Wanted:  # a body that fails its check is fetched again, like a failed request
+        fetched = await store.get_version(obj.key, obj.version_id)
+        digest = verify(fetched)
+        body = fetched.body
+        return Wanted(path, len(body), _md5(body), digest, body, Origin(obj.key, obj.version_id))
+
+    try:
+        return await bucket.retry(once)
+    except DagmirrorError as exc:
+        return f"{path}: {exc}"
+
+
+def _wants_airflow(config: DeployConfig, env: str, flag: bool | None) -> bool:
+    return config.policy(env).airflow_check if flag is None else flag
+
+
+def _from_body(path: str, body: bytes) -> Wanted:
+    return Wanted(path, len(body), _md5(body), xxh3_hex(body), body)
+
+
+def _md5(body: bytes) -> str:
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
