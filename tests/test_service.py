@@ -102,6 +102,8 @@ async def test_readiness_follows_first_pass_and_staleness_during_an_outage(tmp_p
     assert status == 200
     assert orjson.loads(body)["mappings"]["team"]["completed_once"] is True
     source.fault = lambda op, key: (_ for _ in ()).throw(SourceUnavailable("S3 is down"))
+    # A pass that listed before the fault may still succeed; once one pass has failed, every later one does.
+    await until(lambda: service.metrics.passes.labels("team", "failed")._value.get() >= 1)
     clock.now += 61  # the outage outlasts the staleness threshold
     await until(lambda: not service.readiness()[0])
     assert (await get(service, "/readyz"))[0] == 503
