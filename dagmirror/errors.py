@@ -74,6 +74,11 @@ class PassFailed(DagmirrorError):
         self.transient = cause.transient
 
 
+class ReleaseError(DagmirrorError):
+    """A release manifest or pointer that is not what dagmirror writes (malformed, wrong hash, wrong prefix),
+    or a release that could not be fetched whole: the pass fails and DEST stays at the release it had."""
+
+
 class DeployRefused(DagmirrorError):
     """Validation refused a deploy before anything was written; one line per problem. The CLI exits 4."""
 
