@@ -9,6 +9,9 @@ Layout, for a mirror given s3://B/<prefix> (e.g. `dags/production/`):
     metadata/releases/archives/<release id>.tar.zst      the whole release in one object (cold starts)
     metadata/releases/pointers/<prefix>pointer.json      the environment's current release, written last (CAS)
 
+An archive is a POSIX tar (pax) of the release's files at their relative paths, regular files only, compressed
+with zstd; a reader checks every member against the manifest's SHA-256 and ignores anything else.
+
 Both documents carry a `format` with a version, a monotonic `seq` and a `signatures` list (empty until
 releases are signed), so signing needs no format break.
 """
