@@ -43,6 +43,14 @@ class ObjectVanished(SourceError):
         super().__init__(message, transient=False, code="NoSuchKey")
 
 
+class PreconditionFailed(SourceError):
+    """A conditional write was refused (HTTP 412, or 409 ConditionalRequestConflict): the object is not what
+    the writer last read (If-Match), or already exists (If-None-Match: *). Not retried: the caller decides."""
+
+    def __init__(self, message: str, *, code: str = "PreconditionFailed") -> None:
+        super().__init__(message, transient=False, code=code)
+
+
 class IntegrityError(DagmirrorError):
     """A body did not match its length, ETag, checksum or xxh3: never installed, retried as transient."""
 
@@ -77,6 +85,11 @@ class PassFailed(DagmirrorError):
 class ReleaseError(DagmirrorError):
     """A release manifest or pointer that is not what dagmirror writes (malformed, wrong hash, wrong prefix),
     or a release that could not be fetched whole: the pass fails and DEST stays at the release it had."""
+
+
+class ReleaseConflict(DagmirrorError):
+    """Another publish moved the environment's pointer and changed the same paths: this deploy published no
+    pointer and wrote no plain file. The CLI exits 5."""
 
 
 class DeployRefused(DagmirrorError):

@@ -43,7 +43,11 @@ async def deploy(store: MemoryStore, paths: list[Path], env: str = "dev", **kw: 
 
 
 def records(store: MemoryStore) -> list[dict[str, Any]]:
-    return [orjson.loads(body) for key, body in sorted(store.live().items()) if key.startswith("metadata/")]
+    return [
+        orjson.loads(body)
+        for key, body in sorted(store.live().items())
+        if key.startswith("metadata/deploys/")
+    ]
 
 
 FILES = {"a.py": b"a = 1\n", "team/b.py": b"b = 2\n", "team/sql/q.sql": b"select 1;\n"}
@@ -131,8 +135,10 @@ async def test_a_write_whose_answer_was_lost_is_recorded_with_the_version_that_l
     store = MemoryStore()
     put = store.put
 
-    async def lost_answer(key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
-        await put(key, body, metadata=metadata)
+    async def lost_answer(
+        key: str, body: bytes, *, metadata: dict[str, str] | None = None, **conditions: Any
+    ) -> str | None:
+        await put(key, body, metadata=metadata, **conditions)
         if key.startswith(PREFIX):
             raise SourceUnavailable("connection reset after the upload")
         return None
@@ -201,9 +207,10 @@ async def test_mass_removal_is_refused_before_anything_is_written(tmp_path: Path
 
 async def test_rollback_needs_versioning_and_changes_nothing_without_it(tmp_path: Path) -> None:
     store = MemoryStore(versioned=False)
-    report = await deploy(store, [write_tree(tmp_path, FILES)])
+    old = config(releases=False)  # the versioned path: a deploy from before releases
+    report = await deploy(store, [write_tree(tmp_path, FILES)], cfg=old)
     store.counts.clear()
-    async with Deployer(config(), store=store, sleep=no_sleep) as deployer:
+    async with Deployer(old, store=store, sleep=no_sleep) as deployer:
         with pytest.raises(
             ConfigError, match=r"rollback needs versioning on s3://bkt \(it is off\); nothing"
         ):
@@ -213,12 +220,13 @@ async def test_rollback_needs_versioning_and_changes_nothing_without_it(tmp_path
 
 async def test_rollback_refuses_when_a_recorded_version_has_expired(tmp_path: Path) -> None:
     store = MemoryStore()
-    first = await deploy(store, [write_tree(tmp_path, {"a.py": b"v = 1\n"})])
+    old = config(releases=False)  # the versioned path: deploys from before releases
+    first = await deploy(store, [write_tree(tmp_path, {"a.py": b"v = 1\n"})], cfg=old)
     (tmp_path / "a.py").write_bytes(b"v = 22\n")
-    await deploy(store, [tmp_path])
+    await deploy(store, [tmp_path], cfg=old)
     del store.history[PREFIX + "a.py"][0]  # a lifecycle rule expired the noncurrent version
     store.counts.clear()
-    async with Deployer(config(), store=store, sleep=no_sleep) as deployer:
+    async with Deployer(old, store=store, sleep=no_sleep) as deployer:
         with pytest.raises(DeployRefused, match=r"a\.py: version \S+ no longer exists"):
             await deployer.rollback("dev", first.deploy_id)
     assert store.counts["COPY"] == store.counts["PUT"] == 0
@@ -234,13 +242,14 @@ async def test_rollback_to_an_unknown_deploy_is_a_usage_error(tmp_path: Path) ->
 
 async def test_promote_refuses_content_that_fails_verification(tmp_path: Path) -> None:
     store = MemoryStore()
-    await deploy(store, [write_tree(tmp_path, FILES)], env="staging")
+    old = config(releases=False)  # the plain-file path (promote from an environment without releases)
+    await deploy(store, [write_tree(tmp_path, FILES)], env="staging", cfg=old)
     tampered = store.history["dags/staging/a.py"][-1]
     evil = b"a = 666\n"  # a plain PUT that kept the old x-amz-meta-xxh3
     store.history["dags/staging/a.py"].append(
         replace(tampered, body=evil, etag=md5(evil), version_id="v-evil")
     )
-    async with Deployer(config(), store=store, sleep=no_sleep) as deployer:
+    async with Deployer(old, store=store, sleep=no_sleep) as deployer:
         with pytest.raises(DeployRefused, match=r"a\.py: .*xxh3 \S+ does not match x-amz-meta-xxh3"):
             await deployer.promote("staging", "production")
     assert not any(k.startswith("dags/production/") for k in store.live())

@@ -176,17 +176,30 @@ def test_a_directory_deploy_deletes_removed_files_and_the_guard_stops_mass_remov
 
 
 def test_history_lists_deploys_newest_first_and_rollback_restores_byte_identical_content(
-    s3: Any, versioned: str, moto_endpoint: str, tmp_path: Path
+    # the versioned path (deploys from before releases); release rollbacks: test_release_publish.py
+    s3: Any,
+    versioned: str,
+    moto_endpoint: str,
+    tmp_path: Path,
 ) -> None:
     dags = write_tree(tmp_path, FILES)
-    first = cli("deploy", versioned, moto_endpoint, dags, "--env", "production")
+    first = cli("deploy", versioned, moto_endpoint, dags, "--env", "production", "--no-releases")
     (dags / "a.py").write_bytes(b"A = 'broken in prod'\n")
     (dags / "team/b.py").unlink()
     (dags / "team/c.py").write_bytes(b"C = 3\n")
-    second = cli("deploy", versioned, moto_endpoint, dags, "--env", "production")
+    second = cli("deploy", versioned, moto_endpoint, dags, "--env", "production", "--no-releases")
     assert (first.code, second.code) == (0, 0)
 
-    back = cli("rollback", versioned, moto_endpoint, "--env", "production", "--to", first.report["deploy_id"])
+    back = cli(
+        "rollback",
+        versioned,
+        moto_endpoint,
+        "--env",
+        "production",
+        "--to",
+        first.report["deploy_id"],
+        "--no-releases",
+    )
     assert back.code == 0, back.stderr
     assert live(s3, versioned, "dags/production/") == FILES
     assert back.report["kind"] == "rollback"
@@ -210,10 +223,21 @@ def test_history_lists_deploys_newest_first_and_rollback_restores_byte_identical
 def test_rollback_without_bucket_versioning_is_a_clear_error_and_changes_nothing(
     s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
 ) -> None:
-    deployed = cli("deploy", bucket, moto_endpoint, write_tree(tmp_path, FILES), "--env", "dev")
+    deployed = cli(
+        "deploy", bucket, moto_endpoint, write_tree(tmp_path, FILES), "--env", "dev", "--no-releases"
+    )
     assert deployed.code == 0, deployed.stderr
     before = live(s3, bucket, "")
-    run = cli("rollback", bucket, moto_endpoint, "--env", "dev", "--to", deployed.report["deploy_id"])
+    run = cli(
+        "rollback",
+        bucket,
+        moto_endpoint,
+        "--env",
+        "dev",
+        "--to",
+        deployed.report["deploy_id"],
+        "--no-releases",
+    )
     assert run.code == 2
     assert (
         run.stderr.strip()
@@ -225,13 +249,15 @@ def test_rollback_without_bucket_versioning_is_a_clear_error_and_changes_nothing
 def test_promote_copies_the_exact_versions_of_one_environment_to_another(
     s3: Any, versioned: str, moto_endpoint: str, tmp_path: Path
 ) -> None:
+    off = "--no-releases"  # the plain-version path; release promotes are in test_release_publish.py
     staged = cli(
-        "deploy", versioned, moto_endpoint, write_tree(tmp_path / "staging", FILES), "--env", "staging"
+        "deploy", versioned, moto_endpoint, write_tree(tmp_path / "staging", FILES), "--env", "staging", off
     )
     old = FILES | {"a.py": b"A = 0\n", "retired.py": b"R = 1\n"}
-    cli("deploy", versioned, moto_endpoint, write_tree(tmp_path / "production", old), "--env", "production")
+    prod = write_tree(tmp_path / "production", old)
+    cli("deploy", versioned, moto_endpoint, prod, "--env", "production", off)
 
-    run = cli("promote", versioned, moto_endpoint, "--from", "staging", "--to", "production")
+    run = cli("promote", versioned, moto_endpoint, "--from", "staging", "--to", "production", off)
     assert run.code == 0, run.stderr
     assert live(s3, versioned, "dags/production/") == live(s3, versioned, "dags/staging/") == FILES
     staging_versions = {f["path"]: f["version_id"] for f in staged.report["files"]}

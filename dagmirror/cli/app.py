@@ -21,6 +21,7 @@ from dagmirror.errors import (
     DestLocked,
     GuardRefused,
     PassFailed,
+    ReleaseConflict,
     SourceConfigError,
 )
 from dagmirror.models import SyncReport
@@ -36,6 +37,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # usage or configuration error: bad URL or flag, missing bucket or profile, access denied
     GUARD = 3  # the delete guard refused deletions (a sync's downloads still applied; a deploy wrote nothing)
     REFUSED = 4  # validation refused a deploy before anything was written
+    CONFLICT = 5  # another deploy published meanwhile and changed the same paths: no pointer, no plain file
 
     @classmethod
     def of_sync(cls, report: SyncReport) -> ExitCode:
@@ -53,6 +55,8 @@ class ExitCode(enum.IntEnum):
             return cls.REFUSED
         if isinstance(exc, GuardRefused):
             return cls.GUARD
+        if isinstance(exc, ReleaseConflict):
+            return cls.CONFLICT
         cause = exc.cause if isinstance(exc, PassFailed) else exc
         usage = isinstance(cause, (ConfigError, SourceConfigError, DestLocked))
         return cls.USAGE if usage else cls.FAILED

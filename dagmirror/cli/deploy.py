@@ -45,6 +45,17 @@ write_options = options(
         "--max-delete-fraction", type=click.FloatRange(0.0, 1.0), help="Delete guard threshold [0.5]."
     ),
     click.option("--allow-mass-delete", is_flag=True, default=None, help="Override the delete guard."),
+    click.option(
+        "--releases/--no-releases",
+        default=None,
+        help="Publish a release (docs/releases.md) with the plain files [on].",
+    ),
+    click.option(
+        "--allow-no-conditional-writes",
+        is_flag=True,
+        default=None,
+        help="Publish even where the server ignores conditional writes (no compare-and-swap).",
+    ),
 )
 airflow_options = options(
     click.option(
@@ -97,11 +108,15 @@ def history(env: str, limit: int, **params: Any) -> None:
 
 @cli.command()
 @click.option("--env", required=True, help="Environment to roll back.")
-@click.option("--to", "deploy_id", required=True, metavar="DEPLOY_ID", help="The deploy to restore.")
+@click.option(
+    "--to", "deploy_id", required=True, metavar="ID", help="The release id, or deploy id, to restore."
+)
 @deploy_options
 @write_options
 def rollback(env: str, deploy_id: str, **params: Any) -> None:
-    """Restore exactly the object versions recorded for DEPLOY_ID (needs bucket versioning).
+    """Point the environment at a release again (a release id, or a deploy whose record names one).
+
+    A deploy from before releases restores the versions it recorded (needs bucket versioning).
 
     The rollback is itself a recorded deploy.
     """

@@ -85,6 +85,8 @@ def deploy_report(report: DeployReport, json: bool) -> None:
         )
     for note in report.validation.get("warnings", ()):
         click.echo(f"  warning: {note}")
+    if report.release:
+        click.echo(f"  release {report.release} (pointer seq {report.pointer_seq})")
     if report.record_key:
         click.echo(f"  record s3://{report.bucket}/{report.record_key}")
 
@@ -132,6 +134,7 @@ class HistoryLine:
     dirty: bool
     origin: tuple[tuple[str, str], ...]
     counts: tuple[tuple[str, int], ...]
+    release: str = ""
 
     @classmethod
     def parse(cls, d: Mapping[str, Any]) -> HistoryLine:
@@ -155,6 +158,7 @@ class HistoryLine:
             dirty=bool(git.get("dirty")),
             origin=tuple((_text(k), _text(v)) for k, v in _mapping(d.get("origin") or {}).items()),
             counts=tuple((_text(k), int(v)) for k, v in counts.items()),
+            release=_text(d.get("release") or ""),
         )
 
     def line(self) -> str:
@@ -163,7 +167,9 @@ class HistoryLine:
         commit = f"git {self.commit[:10]}{'+dirty' if self.dirty else ''}" if self.commit else ""
         origin = " ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.origin)
         counts = ", ".join(f"{k} {v}" for k, v in self.counts if v)
-        fields = [when, self.deploy_id, f"{self.kind:<8}", self.result, who, f"@{self.host}", commit, origin]
+        release = f"release {self.release[:12]}" if self.release else ""
+        fields = [when, self.deploy_id, f"{self.kind:<8}", self.result, release, who, f"@{self.host}", commit]
+        fields.append(origin)
         return shown("  ".join(f for f in [*fields, counts] if f))
 
 

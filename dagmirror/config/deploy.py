@@ -47,6 +47,8 @@ KEYS: dict[str, type] = {
     "airflow_check": bool,
     "airflow_python": str,
     "airflow_timeout": float,
+    "releases": bool,
+    "allow_no_conditional_writes": bool,
 }
 PER_ENV_KEYS = ("max_file_bytes", "max_files", "airflow_check")
 _RANGES: dict[str, tuple[float, float]] = {
@@ -83,6 +85,8 @@ class DeployConfig:
     airflow_python: str = "python3"
     airflow_timeout: float = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    releases: bool = True  # publish a release with every write (docs/releases.md); False: plain files only
+    allow_no_conditional_writes: bool = False  # publish on a server that ignores If-Match (no CAS)
     sts: bool = True  # ask STS who deploys (see `load_deploy_config` for when it is off)
 
     def env_prefix(self, env: str) -> str:
@@ -165,6 +169,8 @@ def _build(
         concurrency=values.get("concurrency", 16),
         max_delete_fraction=float(values.get("max_delete_fraction", 0.5)),
         allow_mass_delete=bool(values.get("allow_mass_delete", False)),
+        releases=bool(values.get("releases", True)),
+        allow_no_conditional_writes=bool(values.get("allow_no_conditional_writes", False)),
         airflow_python=values.get("airflow_python", "python3"),
         airflow_timeout=float(values.get("airflow_timeout", 300.0)),
         # A custom S3 endpoint given only as a flag says nothing about STS: do not ask AWS's STS then.

@@ -20,6 +20,7 @@ from dagmirror.errors import ConfigError
 PREFIX = "metadata/deploys"
 FORMAT = 1
 _ID = re.compile(r"^[0-9a-f]{12}$")
+_RELEASE = re.compile(r"^[0-9a-f]{64}$")
 # Actions after which `version_id` is the path's live version; "delete" leaves nothing live.
 LIVE_ACTIONS = frozenset({"upload", "copy", "unchanged", "failed"})
 
@@ -45,6 +46,10 @@ def check_deploy_id(deploy_id: str) -> str:
     if not _ID.match(deploy_id):
         raise ConfigError(f"a deploy id is 12 hex digits (see `dagmirror history`), got {deploy_id!r}")
     return deploy_id
+
+
+def is_release_id(value: str) -> bool:
+    return bool(_RELEASE.match(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,8 @@ class DeployReport:
     dry_run: bool = False
     record_key: str | None = None
     record_error: str | None = None
+    release: str | None = None  # the release this run published or moved the pointer to (docs/releases.md)
+    pointer_seq: int | None = None
 
     def counts(self) -> dict[str, int]:
         counted = Counter(f.action for f in self.files)
@@ -101,7 +108,8 @@ class DeployReport:
     @property
     def changed(self) -> bool:
         c = self.counts()
-        return bool(c["upload"] or c["copy"] or c["delete"] or c["failed"])
+        moved = self.pointer_seq is not None  # a first release, or a rollback that only moved the pointer
+        return bool(c["upload"] or c["copy"] or c["delete"] or c["failed"]) or moved
 
     @property
     def result(self) -> str:
@@ -130,6 +138,8 @@ class DeployReport:
             "counts": self.counts(),
             "validation": self.validation,
             **self.origin,
+            "release": self.release,
+            "pointer_seq": self.pointer_seq,
             "files": [f.to_dict() for f in self.files],
         }
 
@@ -147,6 +157,7 @@ class StoredDeploy:
     env: str
     scopes: tuple[str, ...]
     files: tuple[FileResult, ...]
+    release: str | None = None  # None: a record from before releases
 
 
 def parse_record(body: bytes, where: str) -> StoredDeploy:
@@ -157,7 +168,9 @@ def parse_record(body: bytes, where: str) -> StoredDeploy:
             FileResult(**{k: v for k, v in f.items() if k in FileResult.__slots__}) for f in doc["files"]
         )
         scopes = tuple(str(s) for s in doc.get("scopes", ()))
-        stored = StoredDeploy(str(doc["deploy_id"]), str(doc["env"]), scopes, files)
+        release = doc.get("release")
+        release = release if isinstance(release, str) and _RELEASE.match(release) else None
+        stored = StoredDeploy(str(doc["deploy_id"]), str(doc["env"]), scopes, files, release)
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"deploy record {where} is malformed: {type(exc).__name__}: {exc}") from None
     if not all(isinstance(f.path, str) and isinstance(f.key, str) for f in files):
@@ -180,6 +193,8 @@ def summary(body: bytes, key: str) -> dict[str, Any]:
             "result": doc.get("result"),
             "counts": doc.get("counts", {}),
             "origin": {k: doc[k] for k in ("rollback_of", "promoted_from") if k in doc},
+            "release": doc.get("release"),
+            "pointer_seq": doc.get("pointer_seq"),
             "key": key,
         }
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -16,9 +16,11 @@ from dagmirror.config.deploy import DeployConfig
 from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.local import git_info, read_local
 from dagmirror.deploy.plan import Origin, Wanted, live_by_path
+from dagmirror.deploy.publish import Publisher
 from dagmirror.deploy.record import (
     check_deploy_id,
     deploy_id_of,
+    is_release_id,
     parse_record,
     records_prefix,
     wanted_from_record,
@@ -26,6 +28,7 @@ from dagmirror.deploy.record import (
 from dagmirror.deploy.validate import compile_problems, key_problems
 from dagmirror.errors import ConfigError, DagmirrorError
 from dagmirror.keys import PathFilter
+from dagmirror.manifest import FileEntry, body_key, sha256_hex
 from dagmirror.source import LiveObject
 from dagmirror.verify import verify, xxh3_hex
 
@@ -47,6 +50,9 @@ class DeployRequest:
     budgets: bool = True  # False for a rollback: it puts back versions that were already live
     airflow: bool = False
     check_origins: bool = False  # copies of old versions: each must still exist
+    publish: bool = True  # False: a rollback to a deploy from before releases (the versioned copies only)
+    release: str | None = None  # a rollback to this existing release: the pointer moves, nothing is built
+    tree: Mapping[str, FileEntry] | None = None  # that release's files
 
 
 async def from_local(
@@ -91,12 +97,14 @@ async def from_environment(
     source_prefix, target_prefix = config.env_prefix(source), config.env_prefix(target)
     if source == target:
         raise ConfigError("promote needs two different environments")
-    objects, rejected = live_by_path(await bucket.list_live(source_prefix), source_prefix)
-    if not objects:
-        raise ConfigError(f"nothing to promote: s3://{config.bucket.bucket}/{source_prefix} is empty")
-    fetched = await bucket.pool(list(objects.items()), partial(_fetch_verified, bucket))
-    wanted = {w.path: w for w in fetched if isinstance(w, Wanted)}
-    problems = [f"{source} has {r}" for r in rejected] + [p for p in fetched if isinstance(p, str)]
+    wanted, problems = await _source_release(config, bucket, source)
+    if wanted is None:  # the source has no release yet: its live plain versions
+        objects, rejected = live_by_path(await bucket.list_live(source_prefix), source_prefix)
+        if not objects:
+            raise ConfigError(f"nothing to promote: s3://{config.bucket.bucket}/{source_prefix} is empty")
+        fetched = await bucket.pool(list(objects.items()), partial(_fetch_verified, bucket))
+        wanted = {w.path: w for w in fetched if isinstance(w, Wanted)}
+        problems = [f"{source} has {r}" for r in rejected] + [p for p in fetched if isinstance(p, str)]
     syntax, notes = compile_problems({p: w.body for p, w in wanted.items() if w.body is not None})
     problems += key_problems(wanted, target_prefix) + syntax
     return DeployRequest(
@@ -115,8 +123,13 @@ async def from_environment(
 async def from_record(
     config: DeployConfig, bucket: Bucket, env: str, deploy_id: str, *, dry_run: bool
 ) -> DeployRequest:
-    """The paths of a recorded deploy should hold the versions it recorded again (copies of them)."""
+    """The environment should hold a release again (`deploy_id`: a release id, or a deploy whose record
+    names one): a pointer move. A deploy from before releases: the versions it recorded, copied again."""
     prefix = config.env_prefix(env)
+    if config.releases:
+        release = await _release_to_restore(config, bucket, env, deploy_id)
+        if release is not None:
+            return await _pointer_move(bucket, prefix, env, deploy_id, release, dry_run=dry_run)
     check_deploy_id(deploy_id)
     status = await bucket.versioning()
     if status != "Enabled":
@@ -138,7 +151,78 @@ async def from_record(
         origin={"rollback_of": deploy_id},
         budgets=False,
         check_origins=True,
+        publish=False,
     )
+
+
+async def _release_to_restore(config: DeployConfig, bucket: Bucket, env: str, ident: str) -> str | None:
+    """The release a rollback restores; None for a deploy from before releases in an environment that has
+    none yet (the versioned path). Such a deploy in an environment with releases is refused: restoring its
+    versions would leave the pointer naming another tree."""
+    if is_release_id(ident):
+        return ident
+    check_deploy_id(ident)
+    key = await _find_record(bucket, env, ident)
+    stored = parse_record((await bucket.get_version(key, None)).body, key)
+    if stored.release is not None:
+        return stored.release
+    current = await Publisher(bucket, config.env_prefix(env)).current()
+    if current.pointer is not None:
+        raise ConfigError(
+            f"deploy {ident} predates releases in {env}, which now has them: roll back to a deploy that "
+            f"names a release (dagmirror history --env {env}), or to a release id"
+        )
+    return None
+
+
+async def _pointer_move(
+    bucket: Bucket, prefix: str, env: str, ident: str, release: str, *, dry_run: bool
+) -> DeployRequest:
+    """Every file of the release, its plain file copied from its body when it differs (runner.py pins the
+    ones that do not)."""
+    tree = await Publisher(bucket, prefix).tree(release)
+    wanted = {
+        p: Wanted(p, e.size, None, None, origin=Origin(body_key(e.sha256), None)) for p, e in tree.items()
+    }
+    return DeployRequest(
+        "rollback",
+        env,
+        wanted,
+        ("",),
+        key_problems(wanted, prefix),
+        [],
+        dry_run,
+        origin={"rollback_of": ident},
+        budgets=False,
+        release=release,
+        tree=tree,
+    )
+
+
+async def _source_release(
+    config: DeployConfig, bucket: Bucket, source: str
+) -> tuple[dict[str, Wanted] | None, list[str]]:
+    """The files of the source environment's release, each body read from the bucket and checked against
+    its SHA-256; plain files are then copied from the bodies. None when releases are off or it has none."""
+    if not config.releases:
+        return None, []
+    publisher = Publisher(bucket, config.env_prefix(source))
+    current = await publisher.current()
+    if current.pointer is None:
+        return None, []
+    if not current.files:
+        raise ConfigError(f"nothing to promote: release {current.release} of {source} is empty")
+
+    async def fetch(item: tuple[str, FileEntry]) -> Wanted | str:
+        path, entry = item
+        body = (await bucket.get_version(body_key(entry.sha256), None)).body
+        if sha256_hex(body) != entry.sha256:
+            return f"{path}: body {entry.sha256} in the bucket does not match its SHA-256"
+        origin = Origin(body_key(entry.sha256), None)
+        return Wanted(path, len(body), _md5(body), xxh3_hex(body), body, origin)
+
+    fetched = await bucket.pool(sorted(current.files.items()), fetch)
+    return {w.path: w for w in fetched if isinstance(w, Wanted)}, [p for p in fetched if isinstance(p, str)]
 
 
 async def _find_record(bucket: Bucket, env: str, deploy_id: str) -> str:

@@ -17,13 +17,17 @@ from dagmirror.config.deploy import DeployConfig, EnvPolicy
 from dagmirror.deploy.airflow import dag_problems, parse_with_airflow
 from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.plan import DeployPlan, Op, Step, live_after, live_by_path, plan_deploy, settle
+from dagmirror.deploy.publish import About, Published, Publisher
 from dagmirror.deploy.record import DeployReport, new_deploy_id, planned_results
+from dagmirror.deploy.release import Current, bodies_of, next_tree, pin_unchanged
 from dagmirror.deploy.request import DeployRequest
 from dagmirror.deploy.validate import budget_problems, collision_problems
 from dagmirror.deploy.writer import Writer
 from dagmirror.errors import DeployRefused, GuardRefused
 from dagmirror.source import DeployStore, LiveObject
 from dagmirror.verify import verify
+
+UNSAFE_NOTE = "published without compare-and-swap: the server ignores conditional writes (opted in)"
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,50 @@ class Pipeline:
         notes = request.notes + [
             f"already in {request.env} and rejected by the mirror: {r}" for r in rejected
         ]
+        publisher = self._publisher(request)
+        current = await publisher.current() if publisher else None
+        if current is not None and request.tree is not None:
+            request = replace(
+                request, wanted=pin_unchanged(request.wanted, current.files, request.tree, live)
+            )
         plan, kept = await self._plan(request, policy, live, prefix)
         validation = await self._validation(request, policy, live, kept, notes)
         report = self._report(request, started, who, plan, validation)
-        if request.dry_run or not (plan.writes or plan.deletes):
+        switching = current is not None and current.pointer is None  # the first release is published anyway
+        if request.dry_run or not (plan.writes or plan.deletes or switching):
             return replace(report, seconds=time.monotonic() - t0)  # nothing written, not even a record
+        if publisher is not None and current is not None:
+            published = await self._release(publisher, current, request, plan, live, report)
+            report = replace(report, release=published.release, pointer_seq=published.seq)
+            if not published.cas:
+                report.validation["warnings"].append(UNSAFE_NOTE)
         return await self._publish(store, plan, report, t0)
+
+    def _publisher(self, request: DeployRequest) -> Publisher | None:
+        if not (self.config.releases and request.publish):
+            return None
+        prefix = self.config.env_prefix(request.env)
+        allow = self.config.allow_no_conditional_writes
+        return Publisher(self.bucket, prefix, allow_no_cas=allow)
+
+    async def _release(
+        self,
+        publisher: Publisher,
+        current: Current,
+        request: DeployRequest,
+        plan: DeployPlan,
+        live: dict[str, LiveObject],
+        report: DeployReport,
+    ) -> Published:
+        """Publish the release this run makes (pointer last), before any plain file is written."""
+        about = About(report.started_at, report.who, report.host, report.git)
+        if request.release is not None and request.tree is not None:  # rollback: the pointer moves
+            return await publisher.move(current, request.release, request.tree, about)
+        if current.pointer is None:  # switching to releases: the plain files this deploy leaves, read once
+            with_body = {p for p, w in request.wanted.items() if w.body is not None}
+            current = await publisher.from_plain({p: o for p, o in live.items() if p not in with_body})
+        mine = next_tree(current.files, [r.path for r in plan.deletes], request.wanted)
+        return await publisher.publish(current, mine, bodies_of(request.wanted), about)
 
     async def _listing(self, store: DeployStore, prefix: str) -> tuple[tuple[LiveObject, ...], str | None]:
         """The environment's live versions, and who the credentials belong to (asked alongside: best effort,

@@ -82,6 +82,20 @@ class DeployStore(ObjectSink, Protocol):
     """The bucket `dagmirror deploy` writes to: versioned listings and reads, server-side copies, deletes.
     Implementations raise only dagmirror.errors.SourceError subclasses."""
 
+    async def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        metadata: dict[str, str] | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> str | None:
+        """Store `body` at `key` (the new version id when versioned). A conditional write with `if_match`
+        (an unquoted ETag: replace only that version) or `if_none_match='*'` (create only) raises
+        PreconditionFailed when the condition does not hold; a server that ignores the headers writes."""
+        ...
+
     async def list_live(self, prefix: str) -> tuple[LiveObject, ...]:
         """The current version of every key under `prefix` (deleted keys left out), sorted by key."""
         ...

@@ -16,7 +16,13 @@ from xml.etree import ElementTree
 import aiohttp
 
 from dagmirror.config import MirrorConfig
-from dagmirror.errors import ObjectVanished, SourceConfigError, SourceError, SourceUnavailable
+from dagmirror.errors import (
+    ObjectVanished,
+    PreconditionFailed,
+    SourceConfigError,
+    SourceError,
+    SourceUnavailable,
+)
 from dagmirror.source._wire import BodyTooLarge, UntrustedXML
 
 # A transport's own exceptions -> a dagmirror error (None: not one of its own). The str is where it happened.
@@ -135,6 +141,8 @@ class _Request:
             return
         if isinstance(translated, ObjectVanished):  # an expected answer (deletes are confirmed this way)
             translator.counter.add(f"{self._op} 404")
+        elif isinstance(translated, PreconditionFailed):  # a conditional write refused: an answer, too
+            translator.counter.add(f"{self._op} 412")
         elif not isinstance(translated, NotModifiedSignal):
             translator.counter.add(f"{self._op} error")
         raise translated from None
@@ -144,6 +152,8 @@ def classify(code: str, status: int, message: str, where: str) -> Exception:
     """An S3 error answer (its code, HTTP status and message) -> the dagmirror error it means."""
     if code == "304" or status == 304:
         return NotModifiedSignal()
+    if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+        return PreconditionFailed(f"{where}: {code or status}: {message}", code=code or "PreconditionFailed")
     if code == "NoSuchBucket":
         return SourceConfigError(f"bucket does not exist: {where}", code=code)
     if code == "NoSuchKey":

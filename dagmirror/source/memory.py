@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from dagmirror.errors import ObjectVanished, SourceConfigError, SourceError
+from dagmirror.errors import ObjectVanished, PreconditionFailed, SourceConfigError, SourceError
 from dagmirror.models import FetchedObject, ListPage, NotModified, RemoteObject
 from dagmirror.source import Copied, LiveObject, ObjectHead
 
@@ -131,8 +131,12 @@ class MemoryStore:
         versioned: bool = True,
         identity: str | None = None,
         opaque_etags: bool = False,
+        conditional_writes: bool = True,
     ) -> None:
         self.versioned = versioned
+        self.conditional_writes = (
+            conditional_writes  # False: ignore If-Match/If-None-Match, as some servers do
+        )
         self.identity = identity
         self.opaque_etags = opaque_etags
         self.fault: StoreFault | None = None
@@ -148,8 +152,18 @@ class MemoryStore:
         return {k: v[-1].body for k, v in self.history.items() if v[-1].body is not None}
 
     # -- DeployStore -----------------------------------------------------------------------------------------
-    async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
+    async def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        metadata: dict[str, str] | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> str | None:
         self._enter("PUT", key)
+        if self.conditional_writes:
+            self._check_condition(key, if_match, if_none_match)
         return self._write(key, body, dict(metadata or {})).version_id
 
     async def list_live(self, prefix: str) -> tuple[LiveObject, ...]:
@@ -214,6 +228,16 @@ class MemoryStore:
         return None
 
     # -- internals -------------------------------------------------------------------------------------------
+    def _check_condition(self, key: str, if_match: str | None, if_none_match: str | None) -> None:
+        found = self._find(key, None)
+        current = found.etag if found is not None and found.body is not None else None
+        if if_none_match == "*" and current is not None:
+            self.counts["PUT 412"] += 1
+            raise PreconditionFailed(f"PUT {key}: If-None-Match: * but the key exists")
+        if if_match is not None and current != if_match:
+            self.counts["PUT 412"] += 1
+            raise PreconditionFailed(f"PUT {key}: If-Match {if_match} but the key holds {current}")
+
     def _enter(self, op: str, key: str) -> None:
         self.counts[op] += 1
         if self.fault is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from botocore.config import Config
 
 from dagmirror.config import MirrorConfig, S3Url, redact_url
-from dagmirror.errors import ObjectVanished, SourceError, SourceUnavailable
+from dagmirror.errors import ObjectVanished, PreconditionFailed, SourceError, SourceUnavailable
 from dagmirror.models import FetchedObject
 from dagmirror.source import Copied, LiveObject, ObjectHead
 from dagmirror.source._translate import RequestCounter, Translator, first_line, request_deadline
@@ -83,13 +83,35 @@ class S3Store:
             deadline=request_deadline(config),
         )
 
-    async def put(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> str | None:
-        """PutObject with Content-MD5, so the server refuses a body damaged on the way (BadDigest)."""
+    async def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        metadata: dict[str, str] | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> str | None:
+        """PutObject with Content-MD5, so the server refuses a body damaged on the way (BadDigest); with
+        `if_match` (an unquoted ETag) or `if_none_match` ('*') a conditional write: PreconditionFailed when
+        the object is not that version, or exists."""
         md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
-        async with self._translator.request("PUT", key):
-            resp = await self._client.put_object(
-                Bucket=self._bucket, Key=key, Body=body, Metadata=metadata or {}, ContentMD5=md5
-            )
+        params: dict[str, Any] = {}
+        if if_match is not None:
+            params["IfMatch"] = f'"{if_match}"'
+        if if_none_match is not None:
+            params["IfNoneMatch"] = if_none_match
+        try:
+            async with self._translator.request("PUT", key):
+                resp = await self._client.put_object(
+                    Bucket=self._bucket, Key=key, Body=body, Metadata=metadata or {}, ContentMD5=md5, **params
+                )
+        except ObjectVanished:  # If-Match on a key that is gone: moto answers 404, AWS and SeaweedFS 412
+            if if_match is None:
+                raise
+            raise PreconditionFailed(
+                f"PUT s3://{self._bucket}/{key}: If-Match {if_match}: no such key"
+            ) from None
         self._counter.add("PUT")
         return _version_id(resp.get("VersionId"))
 
