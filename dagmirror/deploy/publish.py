@@ -158,7 +158,7 @@ class Publisher:
     async def _upload_bodies(self, base: Current, files: Tree, bodies: Mapping[str, bytes]) -> int:
         """Bodies a published release already references are in the bucket; the others are HEADed and the
         missing ones uploaded (If-None-Match: *: a 412 means someone stored the same content first)."""
-        known = base.stored()
+        known, bodies = base.stored(), dict(base.bodies) | dict(bodies)
         candidates = sorted({e.sha256 for e in files.values()} - known)
         heads = await self.bucket.pool(candidates, lambda d: self.bucket.head(body_key(d)))
         missing = [d for d, h in zip(candidates, heads, strict=True) if h is None]
