@@ -69,7 +69,7 @@ class Pipeline:
         if request.dry_run or not (plan.writes or plan.deletes or switching):
             return replace(report, seconds=time.monotonic() - t0)  # nothing written, not even a record
         if publisher is not None and current is not None:
-            published = await self._release(publisher, current, request, plan, live, report)
+            published = await publish_release(publisher, current, request, plan, live, report)
             report = replace(report, release=published.release, pointer_seq=published.seq)
             if not published.cas:
                 report.validation["warnings"].append(UNSAFE_NOTE)
@@ -81,25 +81,6 @@ class Pipeline:
         prefix = self.config.env_prefix(request.env)
         allow = self.config.allow_no_conditional_writes
         return Publisher(self.bucket, prefix, allow_no_cas=allow)
-
-    async def _release(
-        self,
-        publisher: Publisher,
-        current: Current,
-        request: DeployRequest,
-        plan: DeployPlan,
-        live: dict[str, LiveObject],
-        report: DeployReport,
-    ) -> Published:
-        """Publish the release this run makes (pointer last), before any plain file is written."""
-        about = About(report.started_at, report.who, report.host, report.git)
-        if request.release is not None and request.tree is not None:  # rollback: the pointer moves
-            return await publisher.move(current, request.release, request.tree, about)
-        if current.pointer is None:  # switching to releases: the plain files this deploy leaves, read once
-            with_body = {p for p, w in request.wanted.items() if w.body is not None}
-            current = await publisher.from_plain({p: o for p, o in live.items() if p not in with_body})
-        mine = next_tree(current.files, [r.path for r in plan.deletes], request.wanted)
-        return await publisher.publish(current, mine, bodies_of(request.wanted), about)
 
     async def _listing(self, store: DeployStore, prefix: str) -> tuple[tuple[LiveObject, ...], str | None]:
         """The environment's live versions, and who the credentials belong to (asked alongside: best effort,
@@ -245,6 +226,25 @@ class Pipeline:
         )
         files = await writer.apply(plan, report.prefix)
         return await writer.record(replace(report, files=files, seconds=time.monotonic() - t0))
+
+
+async def publish_release(
+    publisher: Publisher,
+    current: Current,
+    request: DeployRequest,
+    plan: DeployPlan,
+    live: dict[str, LiveObject],
+    report: DeployReport,
+) -> Published:
+    """Publish the release this run makes (pointer last), before any plain file is written."""
+    about = About(report.started_at, report.who, report.host, report.git)
+    if request.release is not None and request.tree is not None:  # rollback: the pointer moves
+        return await publisher.move(current, request.release, request.tree, about)
+    if current.pointer is None:  # switching to releases: the plain files this deploy leaves, read once
+        with_body = {p for p, w in request.wanted.items() if w.body is not None}
+        current = await publisher.from_plain({p: o for p, o in live.items() if p not in with_body})
+    mine = next_tree(current.files, [r.path for r in plan.deletes], request.wanted)
+    return await publisher.publish(current, mine, bodies_of(request.wanted), about)
 
 
 def _refuse_if_invalid(request: DeployRequest, policy: EnvPolicy, kept: list[str]) -> None:
