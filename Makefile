@@ -63,12 +63,13 @@ soak: venv
 ENGINE ?= $(notdir $(firstword $(shell command -v podman docker)))
 IMAGE ?= dagmirror:local
 CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+BUILD_FLAGS ?=
 export CONTAINERS_CONF ?= $(CURDIR)/docker/containers.conf
 
 image:
 	@test -n "$(ENGINE)" || { echo "make image: neither podman nor docker is installed" >&2; exit 1; }
 	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) \
-	    $(if $(CA),--secret id=ca$(,)src=$(CA)) -t $(IMAGE) .
+	    $(if $(CA),--secret id=ca$(,)src=$(CA)) $(BUILD_FLAGS) -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-dags build *.egg-info
