@@ -125,6 +125,18 @@ def test_the_pod_runs_dagmirror_non_root_read_only_without_capabilities() -> Non
     assert pod["spec"]["terminationGracePeriodSeconds"] > 35  # --grace 30 + the audit upload's 5 s
 
 
+def test_operations_doc_points_to_the_manifests_and_quotes_them_verbatim() -> None:
+    """docs/operations.md includes the manifests by link; any YAML it shows from them must be cut from the
+    real file, so the docs cannot drift from what the container test plays."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for name in ("pod.yaml", "airflow-values.yaml"):
+        assert f"](../deploy/kubernetes/{name})" in doc, name
+    quotes = re.findall(r"<!-- quote: deploy/kubernetes/(\S+) -->\n```yaml\n(.*?)```", doc, re.S)
+    assert quotes, "operations.md quotes no manifest"
+    for name, text in quotes:
+        assert text in (KUBE / name).read_text(), f"operations.md quotes {name} but the file differs"
+
+
 # --- the image and the pod, with podman ---------------------------------------------------------------------
 
 
