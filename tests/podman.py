@@ -56,22 +56,22 @@ def why_containers_cannot_run() -> str | None:
     info = podman("info", check=False)
     if info.returncode != 0:
         return f"podman cannot start here: {info.stderr.strip()[-500:]}"
-    if podman("image", "exists", base_image(), check=False).returncode != 0 and not shutil.which(
-        "debootstrap"
-    ):
-        return f"{base_image()} cannot be pulled here and debootstrap is missing: {INSTALL}"
     return None
 
 
-def ensure_base_image() -> None:
-    """Keep the base image if podman has it, else pull it, else build the stand-in (docker/base-image.sh)."""
+def ensure_base_image() -> str | None:
+    """Keep the base image if podman has it, else pull it, else build the stand-in (docker/base-image.sh).
+    Returns the reason to skip when it cannot be pulled and debootstrap is missing; raises on other errors."""
     env = os.environ | {"CONTAINERS_CONF": str(CONF)}
     proc = subprocess.run(
         ["sh", str(ROOT / "docker" / "base-image.sh")],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
-    if proc.returncode != 0:
-        raise PodmanError(f"docker/base-image.sh: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    if proc.returncode == 0:
+        return None
+    if shutil.which("debootstrap") is None:
+        return f"{base_image()} cannot be pulled here and debootstrap is missing: {INSTALL}"
+    raise PodmanError(f"docker/base-image.sh: exit {proc.returncode}\n{proc.stderr[-3000:]}")
 
 
 def image_id(name: str) -> str | None:
