@@ -1,14 +1,16 @@
 # dagmirror: the fleet sidecar / init container image.
 #   docker build -t dagmirror .
 #   docker run --rm dagmirror run s3://bucket/dags/production /dags --http 0.0.0.0:9090
-# Install steps live in docker/install.sh so CI can run exactly them without a Docker engine.
+#   make image          (docker or podman; behind a TLS-intercepting proxy: make image CA=/path/to/ca-bundle.crt)
+# Install steps live in docker/install.sh so CI can also run exactly them without a container engine.
 
 FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
 COPY docker/ ./docker/
 COPY pyproject.toml README.md ./
 COPY dagmirror/ ./dagmirror/
-RUN sh docker/install.sh /opt/dagmirror /src
+# A proxy's CA comes in as the build secret "ca", mounted for this one step: it never lands in a layer.
+RUN --mount=type=secret,id=ca,required=false sh docker/install.sh /opt/dagmirror /src
 
 FROM python:3.11.14-slim-bookworm
 RUN groupadd --gid 10001 dagmirror \

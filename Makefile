@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+, := ,
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: venv demo test lint typecheck unit bench bench-quick soak clean
+.PHONY: venv demo test lint typecheck unit bench bench-quick soak image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +53,23 @@ bench: $(BENCH_STAMP)
 # short versions of each run in `make test`. Figures land in reliability-figures/ (see docs/reliability.md).
 soak: venv
 	$(PY) -m tests.soak --out reliability-figures
+
+# The container image, with podman or docker, whichever is on PATH (podman first: it also plays the Kubernetes
+# manifests). CA is mounted for the pip step only, as the build secret "ca", never copied into the image:
+# behind a TLS-intercepting proxy, point it at a bundle that holds the proxy's CA (the host's does, here).
+# podman reads docker/containers.conf (this project's machines need runc, cgroupfs and lower ulimits); set
+# CONTAINERS_CONF to use another. `--format docker` keeps the HEALTHCHECK, which OCI images cannot hold.
+# With podman and no reachable registry, `sh docker/base-image.sh` first makes a stand-in base image.
+ENGINE ?= $(notdir $(firstword $(shell command -v podman docker)))
+IMAGE ?= dagmirror:local
+CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+BUILD_FLAGS ?=
+export CONTAINERS_CONF ?= $(CURDIR)/docker/containers.conf
+
+image:
+	@test -n "$(ENGINE)" || { echo "make image: neither podman nor docker is installed" >&2; exit 1; }
+	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) \
+	    $(if $(CA),--secret id=ca$(,)src=$(CA)) $(BUILD_FLAGS) -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-dags build *.egg-info

@@ -5,6 +5,8 @@
 set -eu
 venv="$1"
 src="$2"
+# The build secret "ca" (make image CA=...): the CA bundle of a TLS-intercepting proxy, for pip only.
+if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi
 python3 -m venv "$venv"
 "$venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet -r "$src/docker/requirements.lock"
 "$venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet --no-deps "$src"

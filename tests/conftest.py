@@ -15,6 +15,8 @@ import pytest
 from dagmirror.devtools.corpus import create_bucket
 from dagmirror.devtools.servers import moto_server, s3_client
 
+from .podman import REPORT
+
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
@@ -33,3 +35,9 @@ def bucket(s3: Any) -> str:
     name = f"dags-{uuid.uuid4().hex[:12]}"
     create_bucket(s3, name)
     return name
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """What the container tests measured (build time, image size), at the end of the run."""
+    for line in REPORT:
+        terminalreporter.write_line(line)

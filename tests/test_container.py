@@ -1,18 +1,32 @@
-"""The container image without a Docker engine: run the Dockerfile's own install steps (docker/install.sh)
-into a fresh venv from a copy of the build context, then start the installed `dagmirror run` against moto
-server and check it mirrors, turns ready, and stops cleanly."""
+"""The container image and its Kubernetes manifests.
+
+Without a container engine: the Dockerfile's own install steps (docker/install.sh) run into a fresh venv, and
+the installed `dagmirror run` mirrors moto server. With podman (marker `container`; .ci/run installs it, the
+tests skip with the reason where containers cannot run): `make image` builds the image, and
+deploy/kubernetes/pod.yaml plays as a pod on the host's network against moto server there. The Helm values
+and docs/operations.md are checked against the same files.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
 import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from dagmirror.devtools.servers import free_port
+
+from . import podman as pm
 from .daemon import Daemon
 from .helpers import put_all, read_tree
 
@@ -36,7 +50,7 @@ def build_context(dest: Path) -> Path:
 
 def test_the_dockerfile_installs_through_the_shared_script() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^RUN sh docker/install\.sh /opt/dagmirror /src$", dockerfile, re.M)
+    assert re.search(r"^RUN (--mount=\S+ )*sh docker/install\.sh /opt/dagmirror /src$", dockerfile, re.M)
     assert 'ENTRYPOINT ["dagmirror"]' in dockerfile
     assert "HEALTHCHECK" in dockerfile
     assert re.search(r"^USER 10001", dockerfile, re.M)
@@ -65,3 +79,255 @@ def test_image_install_steps_give_a_working_daemon(
         assert read_tree(dest) == files
         daemon.signal(signal.SIGTERM)
         assert daemon.finish() == 0
+
+
+# --- the manifests and the docs -----------------------------------------------------------------------------
+
+KUBE = ROOT / "deploy" / "kubernetes"
+
+
+def load(name: str) -> Any:
+    return yaml.safe_load((KUBE / name).read_text())
+
+
+def dagmirror_containers(pod: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    spec = pod["spec"]
+    (init,) = spec["initContainers"]
+    (sidecar,) = [c for c in spec["containers"] if c["name"] == "dagmirror"]
+    return init, sidecar
+
+
+def test_the_helm_values_give_every_dag_reading_pod_the_containers_of_the_played_pod() -> None:
+    init, sidecar = dagmirror_containers(load("pod.yaml"))
+    values = load("airflow-values.yaml")
+    for component in ("scheduler", "dagProcessor", "workers", "triggerer", "apiServer"):
+        assert values[component]["extraInitContainers"] == [init], component
+        assert values[component]["extraContainers"] == [sidecar], component
+    pod_volumes = {v["name"]: v for v in load("pod.yaml")["spec"]["volumes"]}
+    assert {v["name"]: v for v in values["volumes"]} == pod_volumes
+    (airflow,) = [c for c in load("pod.yaml")["spec"]["containers"] if c["name"] == "airflow"]
+    assert values["volumeMounts"] == airflow["volumeMounts"]
+
+
+def test_the_pod_runs_dagmirror_non_root_read_only_without_capabilities() -> None:
+    pod = load("pod.yaml")
+    for container in dagmirror_containers(pod):
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] != 0
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert container["resources"]["requests"]
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/dags", "/tmp"}
+    _, sidecar = dagmirror_containers(pod)
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 35  # --grace 30 + the audit upload's 5 s
+
+
+def test_operations_doc_points_to_the_manifests_and_quotes_them_verbatim() -> None:
+    """docs/operations.md includes the manifests by link; any YAML it shows from them must be cut from the
+    real file, so the docs cannot drift from what the container test plays."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for name in ("pod.yaml", "airflow-values.yaml"):
+        assert f"](../deploy/kubernetes/{name})" in doc, name
+    quotes = re.findall(r"<!-- quote: deploy/kubernetes/(\S+) -->\n```yaml\n(.*?)```", doc, re.S)
+    assert quotes, "operations.md quotes no manifest"
+    for name, text in quotes:
+        assert text in (KUBE / name).read_text(), f"operations.md quotes {name} but the file differs"
+
+
+# --- the image and the pod, with podman ---------------------------------------------------------------------
+
+
+def container(test: Callable[..., None]) -> Callable[..., None]:
+    """Needs podman (skips with the reason where containers cannot run); slow: the first run on a machine
+    builds the stand-in base (about 1 min), every run builds the image (about 20 s) and plays the pod."""
+    return pytest.mark.container(pytest.mark.slow(pytest.mark.timeout(900)(test)))
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    reason = pm.why_containers_cannot_run() or pm.ensure_base_image()
+    if reason:
+        pytest.skip(reason)
+    probe = pm.podman("run", "--rm", "--network", "none", pm.base_image(), "true", check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"podman cannot run a container here: {probe.stderr.strip()[-500:]}")
+    took = pm.build_image()
+    size = int(pm.podman("image", "inspect", "--format", "{{.Size}}", pm.IMAGE).stdout)
+    base = pm.podman("image", "inspect", "--format", "{{json .Labels}}", pm.base_image()).stdout
+    stand_in = " on the stand-in base" if "base-image.sh" in base else ""
+    pm.REPORT.append(f"container image {pm.IMAGE}: `make image` {took:.1f} s, {size / 1e6:.0f} MB{stand_in}")
+    return pm.IMAGE
+
+
+def run(image: str, *args: str, entrypoint: str | None = None) -> str:
+    flags = [
+        "--rm",
+        "--no-healthcheck",
+        "--network",
+        "none",
+        *(["--entrypoint", entrypoint] if entrypoint else []),
+    ]
+    return pm.podman("run", *flags, image, *args).stdout
+
+
+@container
+def test_image_runs_dagmirror_as_a_non_root_user_with_a_healthcheck(image: str) -> None:
+    assert run(image, "--version").startswith("dagmirror, version")
+    assert run(image, "-u", entrypoint="id").strip() == "10001"
+    check = json.loads(
+        pm.podman("image", "inspect", "--format", "{{json .Config.Healthcheck}}", image).stdout
+    )
+    assert check["Test"][0] == "CMD"
+    assert "/healthz" in check["Test"][-1]
+
+
+@container
+def test_image_keeps_no_compiler_pip_cache_or_build_secret(image: str) -> None:
+    found = run(image, "-c", "command -v gcc cc; ls -d /run/secrets ~/.cache /root/.cache 2>/dev/null; env",
+                entrypoint="sh")  # fmt: skip
+    assert "gcc" not in found
+    assert "/cc" not in found
+    assert ".cache" not in found
+    assert "/run/secrets" not in found
+    assert "PIP_CERT" not in found
+
+
+class Pod:
+    """deploy/kubernetes/pod.yaml played with podman (see pm.pod_for_test for what the test changes)."""
+
+    def __init__(self, manifest: dict[str, Any], path: Path, bucket: str, port: int) -> None:
+        self.manifest = manifest
+        self.bucket = bucket
+        self.name = manifest["metadata"]["name"]
+        self.path = path
+        self.port = port
+        path.write_text(json.dumps(manifest, indent=1))  # JSON is YAML, and no multi-line string can go wrong
+
+    def container(self, name: str) -> str:
+        return f"{self.name}-{name}"
+
+    def exec(self, name: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return pm.podman("exec", self.container(name), *cmd, check=check)
+
+    def inspect(self, name: str, template: str) -> str:
+        return pm.podman("inspect", "--format", template, self.container(name)).stdout.strip()
+
+    def logs(self, name: str) -> str:
+        proc = pm.podman("logs", self.container(name))
+        return proc.stdout + proc.stderr
+
+    def readyz(self) -> dict[str, Any]:
+        """/readyz asked from inside the pod (Airflow's container, on the pod's network)."""
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        return dict(json.loads(self.exec("airflow", "python", "-c", code).stdout))
+
+    def remove(self) -> None:
+        """What this pod started, by name: `kube down` removes the pod, its containers and its volumes."""
+        pm.podman("kube", "down", str(self.path), check=False)
+        pm.podman("pod", "rm", "--force", "--ignore", self.name, check=False)
+        for volume in self.manifest["spec"]["volumes"]:
+            if pm.podman("volume", "exists", volume["name"], check=False).returncode == 0:
+                pm.podman("volume", "rm", "--force", volume["name"], check=False)
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+FIRST = {"team/a.py": "a = 1\n", "team/sub/b.py": "b = 2\n"}
+
+
+@pytest.fixture(scope="module")
+def pod(image: str, s3: Any, moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
+    bucket = f"pod-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    put_all(s3, bucket, "dags/production/", {k: v.encode() for k, v in FIRST.items()})
+    port = free_port()
+    name = f"dagmirror-test-{uuid.uuid4().hex[:8]}"
+    manifest = pm.pod_for_test(load("pod.yaml"), name=name, bucket=bucket, endpoint=moto_endpoint, port=port)
+    played = Pod(manifest, tmp_path_factory.mktemp("pod") / "pod.yaml", bucket, port)
+    try:
+        pm.podman("kube", "play", "--network", "host", str(played.path), timeout=300)
+        until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), "the sidecar's /readyz")
+        yield played
+    finally:
+        played.remove()
+
+
+@container
+def test_pod_init_container_fills_the_volume_before_the_main_containers_start(pod: Pod) -> None:
+    until(lambda: pod.logs("airflow").strip() != "", "Airflow's stand-in to list the DAG folder")
+    seen_at_start = json.loads(pod.logs("airflow").splitlines()[0])
+    assert seen_at_start == FIRST
+
+
+@container
+def test_pod_sidecar_answers_readyz_and_keeps_the_volume_mirrored(pod: Pod, s3: Any) -> None:
+    ready = pod.readyz()
+    assert ready["ready"] is True
+    s3.put_object(Bucket=pod.bucket, Key="dags/production/team/c.py", Body=b"c = 3\n")
+    pm.podman(
+        "kill", "--signal", "USR1", pod.container("dagmirror")
+    )  # the deploy hook: a pass now, not in 30 s
+
+    def airflow_sees_it() -> bool:
+        read = pod.exec("airflow", "cat", "/opt/airflow/dags/team/c.py", check=False)
+        return read.returncode == 0 and read.stdout == "c = 3\n"
+
+    until(airflow_sees_it, "the new upload in Airflow's DAG folder")
+
+
+@container
+def test_pod_sidecar_writes_only_its_volumes_as_non_root_without_capabilities(pod: Pod) -> None:
+    sidecar = "dagmirror"
+    assert pod.inspect(sidecar, "{{.HostConfig.ReadonlyRootfs}}") == "true"
+    assert pod.exec(sidecar, "id", "-u").stdout.strip() == "10001"
+    status = pod.exec(sidecar, "cat", "/proc/1/status").stdout
+    assert re.search(r"^CapEff:\s+0+$", status, re.M)
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+    for path in ("/home/dagmirror/x", "/opt/dagmirror/x", "/x"):
+        denied = pod.exec(sidecar, "touch", path, check=False)
+        assert "Read-only file system" in denied.stderr, path
+    assert pod.exec(sidecar, "touch", "/tmp/x", "/dags/.dagmirror/x").returncode == 0
+    assert (
+        pod.exec("airflow", "touch", "/opt/airflow/dags/x", check=False).returncode != 0
+    )  # mounted readOnly
+
+
+@container
+def test_pod_stop_sends_sigterm_and_the_sidecar_exits_0_within_its_grace_period(pod: Pod) -> None:
+    """`podman pod stop -t <terminationGracePeriodSeconds>` is what Kubernetes does: SIGTERM to every
+    container, SIGKILL after the grace period. (`podman kube down` of podman 4.3 kills without a grace period:
+    the pod fixture uses it only to remove what is left.)"""
+    grace = pod.manifest["spec"]["terminationGracePeriodSeconds"]
+    started = time.monotonic()
+    pm.podman("pod", "stop", "--time", str(grace), pod.name, timeout=grace + 30)
+    took = time.monotonic() - started
+    assert pod.inspect("dagmirror", "{{.State.ExitCode}}") == "0"
+    assert pod.inspect("airflow", "{{.State.ExitCode}}") == "0"
+    assert took < grace
+    logs = pod.logs("dagmirror")
+    assert "SIGTERM" in logs
+    assert '"level":"error"' not in logs
+    assert "Traceback" not in logs
+    # Nothing torn: the volume (it outlives the stopped containers until the pod is removed) holds exactly
+    # the bucket's files and no temp file.
+    volume = pod.manifest["spec"]["volumes"][0]["name"]
+    dags = Path(pm.podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip())
+    assert {k: v.decode() for k, v in read_tree(dags).items()} == FIRST | {"team/c.py": "c = 3\n"}
+    assert list((dags / ".dagmirror" / "tmp").iterdir()) == []
