@@ -13,11 +13,21 @@ _OBJECT_RESULTS = ("listed", "downloaded", "unchanged", "deleted", "rejected", "
 _PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
+def _release_gauge(registry: CollectorRegistry) -> Gauge:
+    return Gauge(
+        "dagmirror_release_info",
+        "The release installed in DEST (1; no series while the mapping lists objects)",
+        ["mapping", "release", "seq"],
+        registry=registry,
+    )
+
+
 class Metrics:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._clock = clock
         self._last_success: dict[str, float] = {}
+        self._release: dict[str, tuple[str, str]] = {}  # mapping -> the (release, seq) labels now set
         r = self.registry
         self.pass_seconds = Histogram(
             "dagmirror_pass_duration_seconds",
@@ -64,6 +74,8 @@ class Metrics:
             registry=r,
         )
 
+        self.release_info = _release_gauge(r)
+
     def register(self, mapping: str) -> None:
         """Create every series up front so dashboards see zeros, not gaps."""
         for result in _OBJECT_RESULTS:
@@ -87,9 +99,19 @@ class Metrics:
         for op_status, count in report.requests.items():
             operation, _, status = op_status.partition(" ")
             self.requests.labels(mapping, operation, status or "ok").inc(count)
+        self._set_release(mapping, report)
         now = self._clock()
         self._last_success[mapping] = now
         self.last_success.labels(mapping).set(now)
+
+    def _set_release(self, mapping: str, report: SyncReport) -> None:
+        labels = (report.release, str(report.release_seq)) if report.release else None
+        old = self._release.pop(mapping, None)
+        if old is not None and old != labels:
+            self.release_info.remove(mapping, *old)
+        if labels is not None:
+            self.release_info.labels(mapping, *labels).set(1)
+            self._release[mapping] = labels
 
     def failed(self, mapping: str, seconds: float) -> None:
         self.pass_seconds.labels(mapping).observe(seconds)

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from dagmirror.bodies import ContentStore
 from dagmirror.config import MirrorConfig
 from dagmirror.engine.context import Ledger, PassContext
-from dagmirror.engine.syncpass import SyncPass
+from dagmirror.engine.syncpass import run_pass
 from dagmirror.engine.tally import Progress
 from dagmirror.errors import SourceConfigError, SourceError, SourceUnavailable
 from dagmirror.install import Tree
@@ -41,6 +42,7 @@ class Mirror:
         self._sleep = sleep
         self._clock = clock
         self._tree = Tree(config.dest, fsync=config.fsync)
+        self._bodies = ContentStore(self._tree.meta)
         self._state: State | None = None
         self._pass_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(
@@ -67,6 +69,7 @@ class Mirror:
             await self._source.aclose()
             self._source = None
         self._executor.shutdown(wait=True)  # an install in a thread finishes its rename or removes its temp
+        self._bodies.close()
         self._tree.close()
 
     async def wait_for_source(self, seconds: float) -> None:
@@ -111,7 +114,7 @@ class Mirror:
                 note_rejection=self._note_rejection,
             )
             self.progress = ctx.tally
-            return await SyncPass(ctx).run()
+            return await run_pass(ctx, self._bodies)
 
     async def _load_state(self) -> State:
         loop = asyncio.get_running_loop()
