@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zstandard
@@ -43,18 +44,35 @@ def publish(
     archive: bool = True,
     bodies: bool = True,
 ) -> str:
-    """Publish `files` (relative path -> body) as the release of `prefix`; its release id."""
+    """Publish `files` (relative path -> body) as the release of `prefix` into a bucket; its release id."""
+
+    def put(key: str, body: bytes) -> None:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    return publish_to(put, prefix, files, seq=seq, archive=archive, bodies=bodies)
+
+
+def publish_to(
+    put: Callable[[str, bytes], None],
+    prefix: str,
+    files: dict[str, bytes],
+    *,
+    seq: int = 1,
+    archive: bool = True,
+    bodies: bool = True,
+) -> str:
+    """The same through any `put(key, body)` (a MemorySource's, for tests without a server)."""
     if bodies:
         for body in set(files.values()):
-            s3.put_object(Bucket=bucket, Key=body_key(sha256_hex(body)), Body=body)
+            put(body_key(sha256_hex(body)), body)
     entries = {p: FileEntry(sha256_hex(b), len(b)) for p, b in files.items()}
     doc = Manifest(prefix=prefix, files=entries, created=time.time(), seq=seq).encode()
     release = sha256_hex(doc)
-    s3.put_object(Bucket=bucket, Key=manifest_key(release), Body=doc)
+    put(manifest_key(release), doc)
     archive_size = None
     if archive:
         data = archive_bytes(files)
-        s3.put_object(Bucket=bucket, Key=archive_key(release), Body=data)
+        put(archive_key(release), data)
         archive_size = len(data)
     pointer = Pointer(
         prefix=prefix,
@@ -65,5 +83,5 @@ def publish(
         size=sum(map(len, files.values())),
         archive_size=archive_size,
     )
-    s3.put_object(Bucket=bucket, Key=pointer_key(prefix), Body=pointer.encode())
+    put(pointer_key(prefix), pointer.encode())
     return release

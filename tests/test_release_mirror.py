@@ -287,3 +287,18 @@ def cli_sync(bucket: str, endpoint: str, dest: Path) -> dict[str, Any]:
     run = dagmirror("sync", f"s3://{bucket}/{PREFIX}", dest, "--json", endpoint=endpoint)
     assert run.code == 0, run.stderr
     return run.report
+
+
+async def test_a_dry_run_of_a_release_counts_what_would_change_and_changes_nothing(
+    s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    publish(s3, bucket, PREFIX, R1)
+    await sync(bucket, moto_endpoint, tmp_path)
+    state = (tmp_path / ".dagmirror/state.json").read_bytes()
+    r2 = {k: v for k, v in R1.items() if k != "common/helpers.py"} | {"team0/dag_00.py": b"v2\n"}
+    release = publish(s3, bucket, PREFIX, r2, seq=2)
+    report = await sync(bucket, moto_endpoint, tmp_path, dry_run=True)
+    assert (report.dry_run, report.release, report.downloaded, report.deleted) == (True, release, 1, 1)
+    assert gets(report) == 2  # pointer and manifest, no body
+    assert read_tree(tmp_path) == R1
+    assert (tmp_path / ".dagmirror/state.json").read_bytes() == state
