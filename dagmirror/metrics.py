@@ -13,12 +13,27 @@ _OBJECT_RESULTS = ("listed", "downloaded", "unchanged", "deleted", "rejected", "
 _PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
-def _release_gauge(registry: CollectorRegistry) -> Gauge:
-    return Gauge(
-        "dagmirror_release_info",
-        "The release installed in DEST (1; no series while the mapping lists objects)",
-        ["mapping", "release", "seq"],
-        registry=registry,
+def _gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge]:
+    """Last success, staleness, and the installed release."""
+    return (
+        Gauge(
+            "dagmirror_last_success_timestamp_seconds",
+            "Unix time of the last complete pass",
+            ["mapping"],
+            registry=registry,
+        ),
+        Gauge(
+            "dagmirror_staleness_seconds",
+            "Seconds since the last complete pass (+Inf before the first)",
+            ["mapping"],
+            registry=registry,
+        ),
+        Gauge(
+            "dagmirror_release_info",
+            "The release installed in DEST (1; no series while the mapping lists objects)",
+            ["mapping", "release", "seq"],
+            registry=registry,
+        ),
     )
 
 
@@ -61,20 +76,7 @@ class Metrics:
             ["mapping"],
             registry=r,
         )
-        self.last_success = Gauge(
-            "dagmirror_last_success_timestamp_seconds",
-            "Unix time of the last complete pass",
-            ["mapping"],
-            registry=r,
-        )
-        self.staleness = Gauge(
-            "dagmirror_staleness_seconds",
-            "Seconds since the last complete pass (+Inf before the first)",
-            ["mapping"],
-            registry=r,
-        )
-
-        self.release_info = _release_gauge(r)
+        self.last_success, self.staleness, self.release_info = _gauges(r)
 
     def register(self, mapping: str) -> None:
         """Create every series up front so dashboards see zeros, not gaps."""
