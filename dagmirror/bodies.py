@@ -1,8 +1,9 @@
 """The local content store DEST/.dagmirror/bodies/<sha256>: every body of the installed release (and of the
 one before it), so a file renamed, copied, reverted or damaged by hand is restored without a request.
 
-Entries are written without fsync and checked against their SHA-256 on every read: a torn or altered entry
-is removed and reads as missing (the body is fetched again), never installed. Blocking calls, run in threads.
+Entries are written in place without fsync and checked against their SHA-256 on every read: a torn or
+altered entry is removed and reads as missing (the body is fetched again), never installed. Blocking calls,
+run in threads.
 """
 
 from __future__ import annotations
@@ -10,25 +11,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from dagmirror.dirfd import DIR_FLAGS, write_temp
+from dagmirror.dirfd import DIR_FLAGS
 from dagmirror.errors import InstallError
 
 BODIES = "bodies"
-_TEMP = ".part"
 
 
 class ContentStore:
     def __init__(self, meta: Path) -> None:
         self.path = meta / BODIES
-        self._meta = meta
         self._fd: int | None = None
 
     def open(self) -> None:
-        """Create the folder (never through a symlink) and remove temps a killed pass left."""
+        """Create the folder (never through a symlink)."""
         if self._fd is not None:
             return
         try:
@@ -37,10 +35,6 @@ class ContentStore:
             self._fd = os.open(self.path, DIR_FLAGS)
         except OSError as exc:
             raise InstallError(f"cannot open the content store {self.path}: {exc.strerror or exc}") from None
-        for name in os.listdir(self._fd):
-            if name.endswith(_TEMP):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -76,16 +70,27 @@ class ContentStore:
         return body
 
     def write(self, digest: str, body: bytes) -> None:
-        """Add a verified body (temp + rename: a reader sees a whole entry or none)."""
+        """Add a verified body, in place (no temp, no rename): every read checks the SHA-256, so an entry
+        torn by a kill reads as missing and is replaced, which costs less than a rename per body."""
         fd = self._require()
-        temp = f"{digest}.{secrets.token_hex(4)}{_TEMP}"
         try:
-            write_temp(fd, temp, body, fsync=False, meta=self._meta, root=self._meta.parent)
-            os.replace(temp, digest, src_dir_fd=fd, dst_dir_fd=fd)
+            out = os.open(
+                digest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd
+            )
+        except FileExistsError:
+            return  # the same body (or a damaged one, which the next read removes)
+        except OSError as exc:
+            raise InstallError(f"cannot write to the content store: {exc.strerror or exc}") from None
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(out, view) :]
         except OSError as exc:
             with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=fd)
+                os.unlink(digest, dir_fd=fd)
             raise InstallError(f"cannot write to the content store: {exc.strerror or exc}") from None
+        finally:
+            os.close(out)
 
     def prune(self, keep: set[str]) -> int:
         """Remove every entry not in `keep`; the number removed."""

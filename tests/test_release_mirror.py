@@ -302,3 +302,17 @@ async def test_a_dry_run_of_a_release_counts_what_would_change_and_changes_nothi
     assert gets(report) == 2  # pointer and manifest, no body
     assert read_tree(tmp_path) == R1
     assert (tmp_path / ".dagmirror/state.json").read_bytes() == state
+
+
+async def test_a_damaged_content_store_entry_is_never_installed_and_is_fetched_again(
+    s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    publish(s3, bucket, PREFIX, R1)
+    await sync(bucket, moto_endpoint, tmp_path)
+    body = R1["common/helpers.py"]
+    (tmp_path / ".dagmirror/bodies" / sha256_hex(body)).write_bytes(body[:-1] + b"!")  # torn or altered
+    (tmp_path / "common/helpers.py").unlink()
+    report = await sync(bucket, moto_endpoint, tmp_path)
+    assert read_tree(tmp_path) == R1
+    assert report.requests == {"GET 304": 1, "GET 200": 1}  # the pointer, then the body from the bucket
+    assert (tmp_path / ".dagmirror/bodies" / sha256_hex(body)).read_bytes() == body

@@ -37,7 +37,7 @@ from dagmirror.plan import archive_is_cheaper
 from dagmirror.pool import bounded_map
 
 log = logging.getLogger("dagmirror")
-READ_BATCH = 256  # store reads per thread call
+READ_BATCH = 256  # store reads or writes per thread call
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +122,13 @@ class ReleaseFetcher:
                 "archive of release %s not used, fetching its bodies one by one: %s", pointer.release, exc
             )
             return {}
-        await ctx.io(self._write_all, found)
+        items = list(found.items())
+        batches = [items[i : i + READ_BATCH] for i in range(0, len(items), READ_BATCH)]
+        await asyncio.gather(*(ctx.io(self._write_all, batch) for batch in batches))
         return found
 
-    def _write_all(self, bodies: dict[str, bytes]) -> None:
-        for digest, body in bodies.items():
+    def _write_all(self, bodies: list[tuple[str, bytes]]) -> None:
+        for digest, body in bodies:
             self._store.write(digest, body)
 
     async def _get_body(self, item: tuple[str, int]) -> bytes:
