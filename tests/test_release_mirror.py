@@ -14,6 +14,7 @@ import pytest
 
 from dagmirror import Mirror, MirrorConfig, PassFailed
 from dagmirror.devtools.servers import s3_env
+from dagmirror.errors import SourceUnavailable
 from dagmirror.manifest import body_key, sha256_hex
 from dagmirror.models import SyncReport
 from dagmirror.retry import RetryPolicy
@@ -316,3 +317,14 @@ async def test_a_damaged_content_store_entry_is_never_installed_and_is_fetched_a
     assert read_tree(tmp_path) == R1
     assert report.requests == {"GET 304": 1, "GET 200": 1}  # the pointer, then the body from the bucket
     assert (tmp_path / ".dagmirror/bodies" / sha256_hex(body)).read_bytes() == body
+
+
+async def test_wait_for_source_in_releases_mode_waits_for_the_pointer(
+    s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    put_all(s3, bucket, PREFIX, R1)  # plain files are there, no release yet
+    async with Mirror(config(bucket, moto_endpoint, tmp_path, mode="releases"), sleep=no_sleep) as mirror:
+        with pytest.raises(SourceUnavailable, match="has no release pointer"):
+            await mirror.wait_for_source(0.2)
+        publish(s3, bucket, PREFIX, R1)
+        await mirror.wait_for_source(0.2)

@@ -14,8 +14,9 @@ from dagmirror.config import MirrorConfig
 from dagmirror.engine.context import Ledger, PassContext
 from dagmirror.engine.syncpass import run_pass
 from dagmirror.engine.tally import Progress
-from dagmirror.errors import SourceConfigError, SourceError, SourceUnavailable
+from dagmirror.errors import ObjectVanished, SourceConfigError, SourceError, SourceUnavailable
 from dagmirror.install import Tree
+from dagmirror.manifest import MAX_POINTER_BYTES, pointer_key
 from dagmirror.models import Rejection, SyncReport
 from dagmirror.retry import Sleep
 from dagmirror.source import ObjectSource
@@ -81,10 +82,11 @@ class Mirror:
             last: SourceError | None = None
             try:
                 source = await self.open()  # in the loop: credentials (IRSA, IMDS) may not be ready yet
-                page = await source.list_page(self.config.source.prefix, delimiter=False, token=None)
-                if page.objects:
+                if await self._has_something(source):
                     return
                 why = f"{self.config.source} lists no objects"
+                if self.config.mode == "releases":
+                    why = f"{self.config.source} has no release pointer"
             except SourceError as exc:
                 why, last = str(exc), exc
             remaining = deadline - time.monotonic()
@@ -98,6 +100,17 @@ class Mirror:
             log.info("waiting for the source: %s", why)
             await self._sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
+
+    async def _has_something(self, source: ObjectSource) -> bool:
+        """Objects under the prefix, or in releases mode its pointer (ObjectVanished: not yet)."""
+        prefix = self.config.source.prefix
+        if self.config.mode != "releases":
+            return bool((await source.list_page(prefix, delimiter=False, token=None)).objects)
+        try:
+            await source.get(pointer_key(prefix), if_none_match=None, max_bytes=MAX_POINTER_BYTES)
+        except ObjectVanished:
+            return False
+        return True
 
     async def sync_once(self) -> SyncReport:
         """One pass. Raises PassFailed if the listing could not complete (nothing is deleted then)."""
