@@ -19,11 +19,12 @@ from dagmirror.models import (
 from dagmirror.verify import is_md5_etag
 
 KEEP = Decision(Action.KEEP, "unchanged")
+RELEASE_ETAG = "sha256:"  # a state entry installed from a release: 'sha256:<hex>' of its body
 
 
 def decide(obj: RemoteObject, entry: StateEntry | None, local: LocalStat | None) -> Decision:
     """Listing vs state vs disk, using only the cheap facts (ETag and lstat)."""
-    entry = _known(entry)
+    entry = _listed(entry)
     if local is None or local.kind == "symlink":
         # Nothing there, or a planted link: an unconditional GET (a 304 would leave us without a file).
         return Decision(Action.DOWNLOAD, "restore" if entry else "new")
@@ -40,7 +41,7 @@ def decide(obj: RemoteObject, entry: StateEntry | None, local: LocalStat | None)
 
 def decide_after_check(obj: RemoteObject, entry: StateEntry | None, digest: LocalDigest | None) -> Decision:
     """Second look for VERIFY_LOCAL: the file's content hashes decide keep (adopt) or download."""
-    entry = _known(entry)
+    entry = _listed(entry)
     if digest is None:
         return Decision(Action.DOWNLOAD, "restore" if entry else "new")
     if entry is not None and entry.etag == obj.etag:
@@ -48,6 +49,12 @@ def decide_after_check(obj: RemoteObject, entry: StateEntry | None, digest: Loca
     if is_md5_etag(obj.etag) and digest.md5 == obj.etag:
         return Decision(Action.KEEP, "adopt")  # identical bytes already there: record, no GET
     return Decision(Action.DOWNLOAD, "replace")
+
+
+def _listed(entry: StateEntry | None) -> StateEntry | None:
+    """An entry a release installed names a SHA-256, not an S3 ETag: to a listing pass its content is
+    unknown, so the file is hashed and adopted by MD5 (no GET) when a mirror goes back to listing."""
+    return None if entry is not None and entry.etag.startswith(RELEASE_ETAG) else _known(entry)
 
 
 def _known(entry: StateEntry | None) -> StateEntry | None:
@@ -158,7 +165,6 @@ def empty_parents(paths: Iterable[str]) -> list[str]:
 
 
 # -- releases --------------------------------------------------------------------------------------------
-RELEASE_ETAG = "sha256:"  # a state entry installed from a release: 'sha256:<hex>' of its body
 # What one more GET costs, in bytes of an archive download: below this, single GETs win (one missing file
 # never takes the archive), above it the archive does (a cold start takes one request).
 GET_COST_BYTES = 64 << 10

@@ -328,3 +328,16 @@ async def test_wait_for_source_in_releases_mode_waits_for_the_pointer(
             await mirror.wait_for_source(0.2)
         publish(s3, bucket, PREFIX, R1)
         await mirror.wait_for_source(0.2)
+
+
+async def test_going_back_to_listing_adopts_the_release_files_without_a_get(
+    s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    publish(s3, bucket, PREFIX, R1)
+    put_all(s3, bucket, PREFIX, R1)  # the plain files a deploy keeps in step
+    await sync(bucket, moto_endpoint, tmp_path)
+    report = await sync(bucket, moto_endpoint, tmp_path, mode="objects")
+    assert (report.mode, report.release, report.adopted, gets(report)) == ("objects", None, len(R1), 0)
+    assert read_tree(tmp_path) == R1
+    again = await sync(bucket, moto_endpoint, tmp_path, mode="objects")
+    assert (again.unchanged, gets(again)) == (len(R1), 0)

@@ -14,10 +14,12 @@ from dagmirror.audit import audit_record
 from dagmirror.errors import ReleaseError
 from dagmirror.manifest import FileEntry, sha256_hex
 from dagmirror.metrics import Metrics
-from dagmirror.models import Action, LocalStat, SyncReport
+from dagmirror.models import Action, LocalDigest, LocalStat, RemoteObject, SyncReport
 from dagmirror.plan import (
     accept_release_paths,
     archive_is_cheaper,
+    decide,
+    decide_after_check,
     decide_release,
     decide_release_after_check,
     release_etag,
@@ -114,3 +116,10 @@ def test_metrics_and_audit_name_the_installed_release() -> None:
     assert "release=" not in metrics.exposition().decode()
     record = audit_record(first, mapping="m", pass_id="p", host="h", at=1.0)
     assert (record["mode"], record["release"], record["release_seq"]) == ("releases", "r1", 1)
+
+
+def test_a_listing_pass_hashes_a_file_a_release_installed_instead_of_fetching_it() -> None:
+    obj = RemoteObject("p/a.py", "0" * 32, 10)
+    check = decide(obj, OURS, INTACT)
+    assert (check.action, check.reason) == (Action.VERIFY_LOCAL, "unmanaged file present")
+    assert decide_after_check(obj, OURS, LocalDigest("x", "0" * 32)).reason == "adopt"
