@@ -54,6 +54,9 @@ def audit_record(report: SyncReport, *, mapping: str, pass_id: str, host: str, a
         "failures": [{"key": f.key, "error": f.error} for f in report.failures],
         "rejected": report.rejected,
         "guard": report.guard,
+        "mode": report.mode,
+        "release": report.release,
+        "release_seq": report.release_seq,
     }
 
 

@@ -200,6 +200,28 @@ def digest_at(dir_fd: int | None, name: str) -> LocalDigest | None:
         os.close(fd)
 
 
+def hashes_at(dir_fd: int | None, name: str) -> tuple[str, str] | None:
+    """(SHA-256, xxh3-128) of a regular file, or None when it is missing, not a file or unreadable."""
+    if dir_fd is None:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not statmod.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
+        while chunk := os.read(fd, 1 << 20):
+            sha.update(chunk)
+            xxh.update(chunk)
+        return sha.hexdigest(), xxh.hexdigest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def split_path(path: str) -> tuple[str, str]:
     parent, _, name = path.rpartition("/")
     return parent, name

@@ -24,6 +24,7 @@ from dagmirror.dirfd import (
     cached_dir,
     check_target,
     digest_at,
+    hashes_at,
     lstat_at,
     split_path,
     walk,
@@ -120,6 +121,11 @@ class Tree:
     def digest_many(self, paths: Sequence[str]) -> list[LocalDigest | None]:
         with self._dir_cache() as dir_fd:
             return [digest_at(dir_fd(parent), name) for parent, name in map(split_path, paths)]
+
+    def hash_many(self, paths: Sequence[str]) -> list[tuple[str, str] | None]:
+        """(SHA-256, xxh3) of each path: what a release's files are checked against."""
+        with self._dir_cache() as dir_fd:
+            return [hashes_at(dir_fd(parent), name) for parent, name in map(split_path, paths)]
 
     # -- writes ----------------------------------------------------------------------------------------------
     def install(self, path: str, body: bytes) -> LocalStat:

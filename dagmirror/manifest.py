@@ -19,15 +19,12 @@ releases are signed), so signing needs no format break.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import zstandard
 
 from dagmirror.errors import ReleaseError
 from dagmirror.keys import key_to_path
@@ -60,7 +57,6 @@ def archive_key(release_id: str) -> str:
 # Written with If-None-Match: * at the start of every publish: a server that accepts the second write of it
 # ignores conditional writes, and the pointer's compare-and-swap would be a lie there (docs/releases.md).
 PROBE_KEY = f"{ROOT}conditional-write-probe"
-ARCHIVE_LEVEL = 3
 
 
 def pointer_key(prefix: str) -> str:
@@ -269,42 +265,3 @@ def _signatures(value: object) -> tuple[Mapping[str, Any], ...]:
 
 def _why(exc: BaseException) -> str:
     return f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-
-
-def write_archive(bodies: Mapping[str, bytes]) -> bytes:
-    """The release archive: a pax tar of `bodies` (relative path -> content) in path order, regular files
-    only, mode 0644 and mtime 0 (the same files always give the same tar), compressed with zstd."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(bodies):
-            body = bodies[path]
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(body), 0o644, 0
-            tar.addfile(info, io.BytesIO(body))
-    return zstandard.ZstdCompressor(level=ARCHIVE_LEVEL).compress(raw.getvalue())
-
-
-def read_archive(data: bytes, files: Mapping[str, FileEntry]) -> dict[str, bytes]:
-    """The members of an archive that the manifest's `files` name with the same SHA-256 and size; anything
-    else in it (other paths, links, a body that does not match) is ignored. ReleaseError if it is not a
-    zstd-compressed tar, or would decompress past the manifest's total size plus the tar overhead."""
-    limit = sum(e.size for e in files.values()) + 1024 * (len(files) + 2) + (1 << 20)
-    try:
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
-            raw = reader.read(limit + 1)
-    except zstandard.ZstdError as exc:
-        raise ReleaseError(f"archive is not zstd: {exc}") from None
-    if len(raw) > limit:
-        raise ReleaseError(f"archive decompresses past {limit} bytes: not the release's archive")
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            for info in tar:
-                entry = files.get(info.name)
-                member = tar.extractfile(info) if info.isreg() and entry is not None else None
-                body = member.read() if member is not None else None
-                if entry is not None and body is not None and sha256_hex(body) == entry.sha256:
-                    found[info.name] = body
-    except tarfile.TarError as exc:
-        raise ReleaseError(f"archive is not a tar: {exc}") from None
-    return found

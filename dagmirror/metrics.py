@@ -13,11 +13,36 @@ _OBJECT_RESULTS = ("listed", "downloaded", "unchanged", "deleted", "rejected", "
 _PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
+def _gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge]:
+    """Last success, staleness, and the installed release."""
+    return (
+        Gauge(
+            "dagmirror_last_success_timestamp_seconds",
+            "Unix time of the last complete pass",
+            ["mapping"],
+            registry=registry,
+        ),
+        Gauge(
+            "dagmirror_staleness_seconds",
+            "Seconds since the last complete pass (+Inf before the first)",
+            ["mapping"],
+            registry=registry,
+        ),
+        Gauge(
+            "dagmirror_release_info",
+            "The release installed in DEST (1; no series while the mapping lists objects)",
+            ["mapping", "release", "seq"],
+            registry=registry,
+        ),
+    )
+
+
 class Metrics:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._clock = clock
         self._last_success: dict[str, float] = {}
+        self._release: dict[str, tuple[str, str]] = {}  # mapping -> the (release, seq) labels now set
         r = self.registry
         self.pass_seconds = Histogram(
             "dagmirror_pass_duration_seconds",
@@ -51,18 +76,7 @@ class Metrics:
             ["mapping"],
             registry=r,
         )
-        self.last_success = Gauge(
-            "dagmirror_last_success_timestamp_seconds",
-            "Unix time of the last complete pass",
-            ["mapping"],
-            registry=r,
-        )
-        self.staleness = Gauge(
-            "dagmirror_staleness_seconds",
-            "Seconds since the last complete pass (+Inf before the first)",
-            ["mapping"],
-            registry=r,
-        )
+        self.last_success, self.staleness, self.release_info = _gauges(r)
 
     def register(self, mapping: str) -> None:
         """Create every series up front so dashboards see zeros, not gaps."""
@@ -87,9 +101,19 @@ class Metrics:
         for op_status, count in report.requests.items():
             operation, _, status = op_status.partition(" ")
             self.requests.labels(mapping, operation, status or "ok").inc(count)
+        self._set_release(mapping, report)
         now = self._clock()
         self._last_success[mapping] = now
         self.last_success.labels(mapping).set(now)
+
+    def _set_release(self, mapping: str, report: SyncReport) -> None:
+        labels = (report.release, str(report.release_seq)) if report.release else None
+        old = self._release.pop(mapping, None)
+        if old is not None and old != labels:
+            self.release_info.remove(mapping, *old)
+        if labels is not None:
+            self.release_info.labels(mapping, *labels).set(1)
+            self._release[mapping] = labels
 
     def failed(self, mapping: str, seconds: float) -> None:
         self.pass_seconds.labels(mapping).observe(seconds)

@@ -160,6 +160,9 @@ class SyncReport:
     tombstones: tuple[Tombstone, ...] = ()
     installed: tuple[Installed, ...] = ()  # not in to_dict(): a cold pass can install 100k files
     requests: dict[str, int] = field(default_factory=dict)
+    mode: str = "objects"  # how this pass learned what changed: "objects" (listing) or "releases"
+    release: str | None = None  # the release installed in DEST after the pass (releases mode)
+    release_seq: int | None = None
 
     @property
     def changed(self) -> bool:
@@ -192,4 +195,7 @@ class SyncReport:
                 for t in self.tombstones
             ],
             "requests": dict(self.requests),
+            "mode": self.mode,
+            "release": self.release,
+            "release_seq": self.release_seq,
         }

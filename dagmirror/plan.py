@@ -3,8 +3,9 @@ delete guard allows it. No I/O: every input is data, so each rule is testable wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Set
+from collections.abc import Callable, Collection, Iterable, Mapping, Set
 
+from dagmirror.manifest import FileEntry
 from dagmirror.models import (
     Action,
     Decision,
@@ -18,11 +19,12 @@ from dagmirror.models import (
 from dagmirror.verify import is_md5_etag
 
 KEEP = Decision(Action.KEEP, "unchanged")
+RELEASE_ETAG = "sha256:"  # a state entry installed from a release: 'sha256:<hex>' of its body
 
 
 def decide(obj: RemoteObject, entry: StateEntry | None, local: LocalStat | None) -> Decision:
     """Listing vs state vs disk, using only the cheap facts (ETag and lstat)."""
-    entry = _known(entry)
+    entry = _listed(entry)
     if local is None or local.kind == "symlink":
         # Nothing there, or a planted link: an unconditional GET (a 304 would leave us without a file).
         return Decision(Action.DOWNLOAD, "restore" if entry else "new")
@@ -39,7 +41,7 @@ def decide(obj: RemoteObject, entry: StateEntry | None, local: LocalStat | None)
 
 def decide_after_check(obj: RemoteObject, entry: StateEntry | None, digest: LocalDigest | None) -> Decision:
     """Second look for VERIFY_LOCAL: the file's content hashes decide keep (adopt) or download."""
-    entry = _known(entry)
+    entry = _listed(entry)
     if digest is None:
         return Decision(Action.DOWNLOAD, "restore" if entry else "new")
     if entry is not None and entry.etag == obj.etag:
@@ -47,6 +49,12 @@ def decide_after_check(obj: RemoteObject, entry: StateEntry | None, digest: Loca
     if is_md5_etag(obj.etag) and digest.md5 == obj.etag:
         return Decision(Action.KEEP, "adopt")  # identical bytes already there: record, no GET
     return Decision(Action.DOWNLOAD, "replace")
+
+
+def _listed(entry: StateEntry | None) -> StateEntry | None:
+    """An entry a release installed names a SHA-256, not an S3 ETag: to a listing pass its content is
+    unknown, so the file is hashed and adopted by MD5 (no GET) when a mirror goes back to listing."""
+    return None if entry is not None and entry.etag.startswith(RELEASE_ETAG) else _known(entry)
 
 
 def _known(entry: StateEntry | None) -> StateEntry | None:
@@ -154,3 +162,61 @@ def empty_parents(paths: Iterable[str]) -> list[str]:
     """Candidate directories to remove after deleting `paths`, deepest first."""
     dirs = {parent for path in paths for parent in _parents(path)}
     return sorted(dirs, key=lambda d: (-d.count("/"), d))
+
+
+# -- releases --------------------------------------------------------------------------------------------
+# What one more GET costs, in bytes of an archive download: below this, single GETs win (one missing file
+# never takes the archive), above it the archive does (a cold start takes one request).
+GET_COST_BYTES = 64 << 10
+
+
+def release_etag(sha256: str) -> str:
+    return RELEASE_ETAG + sha256
+
+
+def accept_release_paths(
+    prefix: str, files: Mapping[str, FileEntry], mirrored: Callable[[str], bool]
+) -> tuple[dict[str, FileEntry], list[Rejection], int]:
+    """The manifest's paths this mirror installs: (accepted, rejections, number excluded by the filters).
+
+    A path that is also a folder of another path is refused: the directory wins, as with listed keys."""
+    dirs = {parent for path in files for parent in _parents(path)}
+    accepted: dict[str, FileEntry] = {}
+    rejections: list[Rejection] = []
+    excluded = 0
+    for path, entry in files.items():
+        if path in dirs:
+            rejections.append(Rejection(prefix + path, f"file collides with directory '{prefix}{path}/'"))
+        elif not mirrored(path):
+            excluded += 1
+        else:
+            accepted[path] = entry
+    return accepted, rejections, excluded
+
+
+def decide_release(want: FileEntry, entry: StateEntry | None, local: LocalStat | None) -> Decision:
+    """A release's file vs state vs disk, from cheap facts: keep, hash the local file first, or install."""
+    entry = _known(entry)
+    ours = entry is not None and entry.etag == release_etag(want.sha256)
+    if local is None or local.kind != "file":
+        return Decision(Action.DOWNLOAD, "restore" if ours else "new" if entry is None else "changed")
+    if ours and entry is not None and local.same_signature(entry):
+        return KEEP
+    if ours or local.size == want.size:
+        # Changed by hand, or maybe already these bytes (unmanaged, or installed by a listing pass).
+        return Decision(Action.VERIFY_LOCAL, "local file changed" if ours else "same size")
+    return Decision(Action.DOWNLOAD, "new" if entry is None else "changed")
+
+
+def decide_release_after_check(want: FileEntry, check: Decision, sha256: str | None) -> Decision:
+    """Second look for VERIFY_LOCAL: the local file's SHA-256 decides keep (or adopt) or install."""
+    if sha256 == want.sha256:
+        return KEEP if check.reason == "local file changed" else Decision(Action.KEEP, "adopt")
+    return Decision(Action.DOWNLOAD, "restore" if check.reason == "local file changed" else "replace")
+
+
+def archive_is_cheaper(missing: int, missing_bytes: int, archive_size: int | None) -> bool:
+    """Take the release's archive instead of `missing` single GETs (whose bodies total `missing_bytes`)?"""
+    if archive_size is None or missing < 2:
+        return False
+    return archive_size <= missing_bytes + missing * GET_COST_BYTES

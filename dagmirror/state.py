@@ -28,11 +28,23 @@ MAX_TOMBSTONES = 1000
 UNKNOWN = StateEntry(etag="", size=-1, xxh3="", local_size=-1, mtime_ns=-1, ino=-1)
 
 
+@dataclass(frozen=True, slots=True)
+class InstalledRelease:
+    """The release DEST holds (releases mode). `pointer_etag` is set only after a pass installed the release
+    completely, so a 304 on the pointer may skip the manifest; None makes the next pass look again."""
+
+    release: str
+    seq: int
+    pointer_etag: str | None
+
+
 @dataclass
 class State:
     source: str
     entries: dict[str, StateEntry] = field(default_factory=dict)
     tombstones: list[Tombstone] = field(default_factory=list)
+    # In releases mode, entries carry etag 'sha256:<hex>' (RELEASE_ETAG) and xxh3 of the body.
+    release: InstalledRelease | None = None
 
     def bury(self, tombstones: list[Tombstone]) -> None:
         self.tombstones.extend(tombstones)
@@ -49,6 +61,7 @@ class State:
                     for p, e in self.entries.items()
                 },
                 "tombstones": self.tombstones,
+                "release": self.release,
             }
         )
 
@@ -90,7 +103,9 @@ def _parse(doc: Any, source: str) -> State:
         for p, e in doc["entries"].items()
     }
     tombstones = [Tombstone(**t) for t in doc.get("tombstones", [])]
-    return State(source, entries, tombstones)
+    release = doc.get("release")
+    installed = None if release is None else InstalledRelease(**release)
+    return State(source, entries, tombstones, installed)
 
 
 def adopt_journal(state: State, journal: list[str]) -> int:

@@ -372,7 +372,8 @@ def _scale_phase(keys: int, dest: Path, phase: str) -> dict[str, Any]:
     source = MemorySource(objects)
     del objects
     source_rss = _rss_mb()
-    cfg = MirrorConfig.create("s3://bkt/dags", dest, fsync=False, dry_run=phase == "listing")
+    # mode objects: the listing's memory and requests (auto would add one pointer GET per pass)
+    cfg = MirrorConfig.create("s3://bkt/dags", dest, fsync=False, dry_run=phase == "listing", mode="objects")
     started = time.monotonic()
     report = asyncio.run(_scale_pass(cfg, source))
     return {

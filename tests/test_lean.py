@@ -103,7 +103,10 @@ async def test_http_proxy_and_no_proxy_are_honoured(
         monkeypatch.setenv(var, value)
 
     async def sync(dest: Path) -> int:
-        cfg = MirrorConfig.create(f"s3://{bucket}/dags/", dest, endpoint_url=moto_endpoint, fsync=False)
+        # mode objects: one GET per file and no release pointer probe, as counted below
+        cfg = MirrorConfig.create(
+            f"s3://{bucket}/dags/", dest, endpoint_url=moto_endpoint, fsync=False, mode="objects"
+        )
         async with Mirror(cfg) as mirror:
             return (await mirror.sync_once()).downloaded
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from dagmirror.archive import read_archive
 from dagmirror.config.deploy import DeployConfig, load_deploy_config
 from dagmirror.deploy import Deployer, DeployReport
 from dagmirror.deploy.release import rebase
@@ -25,7 +26,6 @@ from dagmirror.manifest import (
     parse_manifest,
     parse_pointer,
     pointer_key,
-    read_archive,
     sha256_hex,
 )
 from dagmirror.retry import RetryPolicy
@@ -105,7 +105,10 @@ def test_a_deploy_publishes_bodies_manifest_archive_and_pointer_then_plain_files
         assert get(body_key(sha256_hex(body))) == body
     archive = get(archive_key(pointer.release))
     assert pointer.archive_size == len(archive)
-    assert read_archive(archive, manifest.manifest.files) == FILES
+    files = manifest.manifest.files
+    assert read_archive(archive, files, sum(e.size for e in files.values())) == {
+        sha256_hex(b): b for b in FILES.values()
+    }
     assert {p: get(PREFIX + p) for p in FILES} == FILES  # the plain files, in step
     record = orjson.loads(get(str(report.record_key)))
     assert (record["release"], record["pointer_seq"]) == (pointer.release, 1)

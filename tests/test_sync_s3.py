@@ -62,10 +62,11 @@ def test_cold_pass_mirrors_a_nested_tree_byte_for_byte(
 def test_second_pass_with_nothing_changed_sends_only_list_requests(
     seeded: str, moto_endpoint: str, tmp_path: Path
 ) -> None:
+    # --mode objects: the listing alone (auto adds one pointer GET: test_release_mirror.py)
     with S3Proxy(moto_endpoint) as proxy:
-        assert sync(seeded, tmp_path, proxy.endpoint_url).code == 0
+        assert sync(seeded, tmp_path, proxy.endpoint_url, "--mode", "objects").code == 0
         proxy.reset()
-        run = sync(seeded, tmp_path, proxy.endpoint_url)
+        run = sync(seeded, tmp_path, proxy.endpoint_url, "--mode", "objects")
         counts = proxy.counts()
     assert run.code == 0
     assert run.report["downloaded"] == 0
@@ -259,7 +260,16 @@ def test_kill_9_mid_pass_leaves_no_torn_file_and_resume_skips_installed_files(
         assert all(files[p] == body for p, body in partial.items())  # nothing torn, nothing foreign
         proxy.set_fault(None)
         proxy.reset()
-        run = dagmirror("sync", f"s3://{bucket}/{PREFIX}", dest, "--json", endpoint=proxy.endpoint_url)
+        # --mode objects: every GET counted below is a file's (auto adds one pointer GET)
+        run = dagmirror(
+            "sync",
+            f"s3://{bucket}/{PREFIX}",
+            dest,
+            "--json",
+            "--mode",
+            "objects",
+            endpoint=proxy.endpoint_url,
+        )
         gets = proxy.counts().get("GET", 0)
     assert run.code == 0, run.stderr
     assert read_tree(dest) == files

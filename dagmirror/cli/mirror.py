@@ -40,6 +40,12 @@ mirror_options = options(
         help="lean (default): LIST and GET over aiohttp, signed by dagmirror's SigV4 signer with credentials "
         "from the AWS chain; sdk: every request through aioboto3.",
     ),
+    click.option(
+        "--mode",
+        type=click.Choice(["auto", "objects", "releases"]),
+        help="auto (default): follow the prefix's release pointer when it has one, else list objects; "
+        "objects: always list; releases: require a release pointer.",
+    ),
     VERBOSE,
 )
 
@@ -50,6 +56,7 @@ _MIRROR_KEYS = (
     "max_delete_fraction",
     "allow_mass_delete",
     "transport",
+    "mode",
 )
 _SERVICE_KEYS = ("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3")
 

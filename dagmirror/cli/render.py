@@ -42,6 +42,8 @@ def sync_report(report: SyncReport, json: bool) -> None:
         f"({report.bytes / 1e6:.2f} MB), unchanged {report.unchanged}, deleted {report.deleted}, "
         f"rejected {report.rejected}, failed {report.failed} in {report.seconds:.2f}s"
     )
+    if report.release:
+        click.echo(f"  release {report.release} (seq {report.release_seq})")
     if report.requests:
         click.echo("  requests: " + ", ".join(f"{k} {v}" for k, v in sorted(report.requests.items())))
     for t in report.tombstones:

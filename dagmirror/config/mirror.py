@@ -82,9 +82,11 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
 _FLAGS = ("allow_mass_delete", "dry_run", "fsync")
 _TEXTS = ("region", "profile")  # None: the AWS chain decides
 TRANSPORTS = ("lean", "sdk")
+# auto: follow the prefix's release pointer when it has one, else list objects (docs/configuration.md).
+MODES = ("auto", "objects", "releases")
 # What `MirrorConfig.create(..., **options)` accepts; source, dest, include, exclude and endpoint_url are
 # its named parameters.
-OPTIONS = frozenset({*_NUMBERS, *_FLAGS, *_TEXTS, "transport", "retry", "filters"})
+OPTIONS = frozenset({*_NUMBERS, *_FLAGS, *_TEXTS, "transport", "mode", "retry", "filters"})
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class MirrorConfig:
     checkpoint_interval: float = 5.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     transport: str = "lean"  # "lean": GETs over aiohttp, signed by dagmirror's SigV4; "sdk": all via aioboto3
+    mode: str = "auto"  # "auto": releases when the prefix has a pointer, else objects; or force either
 
     @classmethod
     def create(
@@ -178,6 +181,8 @@ def check_options(options: Mapping[str, object], problems: Problems) -> None:
             problems.append(f"{name}: expected {type_name(str)}, got {value!r}")
         elif name == "transport" and value not in TRANSPORTS:
             problems.append(f"transport: must be 'lean' or 'sdk', got {value!r}")
+        elif name == "mode" and value not in MODES:
+            problems.append(f"mode: must be 'auto', 'objects' or 'releases', got {value!r}")
         elif name == "retry":
             if isinstance(value, RetryPolicy):
                 in_range("retry.attempts", value.attempts, 1, 100, problems)

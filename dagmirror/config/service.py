@@ -54,6 +54,7 @@ MIRROR_KEYS: dict[str, type] = {
     "max_delete_fraction": float,
     "allow_mass_delete": bool,
     "transport": str,
+    "mode": str,
     "fsync": bool,
 }
 _PER_MAPPING = ("name", "source", "dest")

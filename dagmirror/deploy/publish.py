@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dagmirror.archive import read_archive, write_archive
 from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.release import Current, Tree, changed, rebase
 from dagmirror.errors import ConfigError, ObjectVanished, PreconditionFailed, ReleaseConflict, ReleaseError
@@ -27,9 +28,7 @@ from dagmirror.manifest import (
     parse_manifest,
     parse_pointer,
     pointer_key,
-    read_archive,
     sha256_hex,
-    write_archive,
 )
 from dagmirror.source import LiveObject
 from dagmirror.verify import xxh3_hex
@@ -177,7 +176,7 @@ class Publisher:
         known = dict(bodies) | dict(base.bodies)
         if base.pointer is not None and base.pointer.archive_size is not None:
             previous = (await self.bucket.get_version(archive_key(base.pointer.release), None)).body
-            known |= {base.files[p].sha256: b for p, b in read_archive(previous, base.files).items()}
+            known |= read_archive(previous, base.files, sum(e.size for e in base.files.values()))
         lacking = sorted({e.sha256 for e in files.values()} - known.keys())
         known |= dict(zip(lacking, await self.bucket.pool(lacking, self._body), strict=True))
         archive = write_archive({p: known[e.sha256] for p, e in files.items()})

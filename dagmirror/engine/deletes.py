@@ -11,7 +11,7 @@ from collections.abc import Set
 from dagmirror.engine.context import PassContext
 from dagmirror.engine.fetcher import get_bounded
 from dagmirror.errors import DagmirrorError, ObjectVanished
-from dagmirror.models import Tombstone
+from dagmirror.models import DeletePlan, Tombstone
 from dagmirror.plan import empty_parents, plan_deletions
 from dagmirror.pool import WorkerPool
 
@@ -22,24 +22,31 @@ class Deleter:
     def __init__(self, ctx: PassContext) -> None:
         self._ctx = ctx
 
-    async def run(self, listed_paths: Set[str], *, listed_any: bool) -> tuple[str | None, list[Tombstone]]:
-        """Delete what the listing no longer has; (the guard's refusal or None, what was deleted)."""
-        ctx, cfg = self._ctx, self._ctx.config
-        entries = ctx.ledger.entries
-        plan = plan_deletions(
-            entries.keys(),
+    def plan(self, listed_paths: Set[str], *, listed_any: bool) -> DeletePlan:
+        cfg = self._ctx.config
+        return plan_deletions(
+            self._ctx.ledger.entries.keys(),
             listed_paths,
             mirrored=cfg.filters.wants,
             listed_any=listed_any,
             max_fraction=cfg.max_delete_fraction,
             allow_mass_delete=cfg.allow_mass_delete,
         )
+
+    async def run(self, listed_paths: Set[str], *, listed_any: bool) -> tuple[str | None, list[Tombstone]]:
+        """Delete what the listing no longer has; (the guard's refusal or None, what was deleted)."""
+        return await self.apply(self.plan(listed_paths, listed_any=listed_any), confirm=True)
+
+    async def apply(self, plan: DeletePlan, *, confirm: bool) -> tuple[str | None, list[Tombstone]]:
+        """Carry out `plan`. `confirm`: ask S3 about each path first (a listing; a verified release's manifest
+        needs no second opinion)."""
+        ctx, entries = self._ctx, self._ctx.ledger.entries
         if plan.refused:
             log.error("delete guard: %s", plan.refused)
             return plan.refused, []
-        if cfg.dry_run:
+        if ctx.config.dry_run:
             return None, [Tombstone(p, ctx.prefix + p, entries[p].etag, 0.0) for p in plan.paths]
-        paths = await self._confirmed_gone(plan.paths)
+        paths = await self._confirmed_gone(plan.paths) if confirm else plan.paths
         now = ctx.clock()
         tombstones = [Tombstone(p, ctx.prefix + p, entries[p].etag, now) for p in paths]
         if paths:

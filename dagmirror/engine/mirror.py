@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from dagmirror.bodies import ContentStore
 from dagmirror.config import MirrorConfig
 from dagmirror.engine.context import Ledger, PassContext
-from dagmirror.engine.syncpass import SyncPass
+from dagmirror.engine.syncpass import run_pass
 from dagmirror.engine.tally import Progress
-from dagmirror.errors import SourceConfigError, SourceError, SourceUnavailable
+from dagmirror.errors import ObjectVanished, SourceConfigError, SourceError, SourceUnavailable
 from dagmirror.install import Tree
+from dagmirror.manifest import MAX_POINTER_BYTES, pointer_key
 from dagmirror.models import Rejection, SyncReport
 from dagmirror.retry import Sleep
 from dagmirror.source import ObjectSource
@@ -41,6 +43,7 @@ class Mirror:
         self._sleep = sleep
         self._clock = clock
         self._tree = Tree(config.dest, fsync=config.fsync)
+        self._bodies = ContentStore(self._tree.meta)
         self._state: State | None = None
         self._pass_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(
@@ -67,6 +70,7 @@ class Mirror:
             await self._source.aclose()
             self._source = None
         self._executor.shutdown(wait=True)  # an install in a thread finishes its rename or removes its temp
+        self._bodies.close()
         self._tree.close()
 
     async def wait_for_source(self, seconds: float) -> None:
@@ -78,10 +82,11 @@ class Mirror:
             last: SourceError | None = None
             try:
                 source = await self.open()  # in the loop: credentials (IRSA, IMDS) may not be ready yet
-                page = await source.list_page(self.config.source.prefix, delimiter=False, token=None)
-                if page.objects:
+                if await self._has_something(source):
                     return
                 why = f"{self.config.source} lists no objects"
+                if self.config.mode == "releases":
+                    why = f"{self.config.source} has no release pointer"
             except SourceError as exc:
                 why, last = str(exc), exc
             remaining = deadline - time.monotonic()
@@ -95,6 +100,17 @@ class Mirror:
             log.info("waiting for the source: %s", why)
             await self._sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
+
+    async def _has_something(self, source: ObjectSource) -> bool:
+        """Objects under the prefix, or in releases mode its pointer (ObjectVanished: not yet)."""
+        prefix = self.config.source.prefix
+        if self.config.mode != "releases":
+            return bool((await source.list_page(prefix, delimiter=False, token=None)).objects)
+        try:
+            await source.get(pointer_key(prefix), if_none_match=None, max_bytes=MAX_POINTER_BYTES)
+        except ObjectVanished:
+            return False
+        return True
 
     async def sync_once(self) -> SyncReport:
         """One pass. Raises PassFailed if the listing could not complete (nothing is deleted then)."""
@@ -111,7 +127,7 @@ class Mirror:
                 note_rejection=self._note_rejection,
             )
             self.progress = ctx.tally
-            return await SyncPass(ctx).run()
+            return await run_pass(ctx, self._bodies)
 
     async def _load_state(self) -> State:
         loop = asyncio.get_running_loop()

@@ -12,24 +12,47 @@ from __future__ import annotations
 import asyncio
 import time
 
+from dagmirror.bodies import ContentStore
 from dagmirror.engine.context import PassContext
 from dagmirror.engine.deletes import Deleter
 from dagmirror.engine.fetcher import Fetcher
 from dagmirror.engine.listing import Batch, Lister
 from dagmirror.engine.planner import Job, Planner
+from dagmirror.engine.releasepass import ReleasePass
 from dagmirror.engine.tally import request_delta
-from dagmirror.errors import DagmirrorError, PassFailed
+from dagmirror.errors import DagmirrorError, PassFailed, ReleaseError
+from dagmirror.manifest import pointer_key
 from dagmirror.models import SyncReport
 from dagmirror.pool import WorkerPool
 
 PAGE_QUEUE = 64  # listing pages waiting for the planner
 
 
+async def run_pass(ctx: PassContext, store: ContentStore) -> SyncReport:
+    """One pass in the configured mode. auto: the release pointer when the prefix has one (ReleasePass),
+    else the listing, exactly as in objects mode; releases: a prefix without a pointer fails the pass."""
+    before = ctx.source.request_counts()
+    if ctx.config.mode != "objects":
+        report = await ReleasePass(ctx, store).run()
+        if report is not None:
+            return report
+        if ctx.config.mode == "releases":
+            cause = ReleaseError(f"no release pointer at {pointer_key(ctx.prefix)} (--mode releases)")
+            raise PassFailed(f"pass aborted, nothing changed: {cause}", cause)
+    if ctx.ledger.state.release is not None:  # the listing takes over: DEST no longer follows a release
+        ctx.ledger.state.release = None
+        ctx.ledger.dirty = True
+    return await SyncPass(ctx, before).run()
+
+
 class SyncPass:
-    def __init__(self, ctx: PassContext) -> None:
+    """The listing pass (objects mode). `requests_before`: the counts at the start of the whole pass, so a
+    release pointer probed first (auto mode) is in the report too."""
+
+    def __init__(self, ctx: PassContext, requests_before: dict[str, int] | None = None) -> None:
         self._ctx = ctx
         self._fetcher = Fetcher(ctx)
-        self._requests_before = ctx.source.request_counts()
+        self._requests_before = ctx.source.request_counts() if requests_before is None else requests_before
 
     async def run(self) -> SyncReport:
         ctx = self._ctx
