@@ -72,4 +72,4 @@ image:
 	    $(if $(CA),--secret id=ca$(,)src=$(CA)) $(BUILD_FLAGS) -t $(IMAGE) .
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-dags build *.egg-info
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-dags demo-src build *.egg-info

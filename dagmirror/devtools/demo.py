@@ -1,6 +1,7 @@
-"""`make demo`: a real S3 server on loopback, sample DAGs in a bucket, a mirror, then an incremental pass.
+"""`make demo`: a real S3 server on loopback, sample DAGs in a bucket, a mirror, an incremental pass, then
+the same folder published as a release with `dagmirror deploy` and mirrored as one set.
 
-Everything runs through the real `dagmirror sync` command, exactly as a user would run it; the server we
+Everything runs through the real `dagmirror` commands, exactly as a user would run them; the server we
 start is stopped by pid at the end, whatever happens.
 """
 
@@ -10,6 +11,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import orjson
 
 from dagmirror.devtools.corpus import create_bucket, delete_keys, sample_dags, upload
 from dagmirror.devtools.servers import moto_server, s3_client, s3_env
@@ -27,9 +30,35 @@ def _sync(endpoint: str, dest: Path) -> None:
     print("$ dagmirror sync", f"s3://{BUCKET}/{PREFIX}", dest, "--json", flush=True)
     proc = subprocess.run(cmd, env=s3_env(endpoint), check=False, capture_output=True, text=True)
     sys.stderr.write(proc.stderr)
-    print(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "(no report)")
-    if proc.returncode != 0:
+    if proc.returncode != 0 or not proc.stdout.strip():
         raise SystemExit(f"demo: dagmirror sync exited {proc.returncode}")
+    r = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    release = f", release {r['release'][:12]}" if r.get("release") else ""
+    print(
+        f"  mode {r.get('mode')}{release}: downloaded {r['downloaded']}, unchanged {r['unchanged']}, "
+        f"deleted {r['deleted']}, failed {r['failed']}; requests {r['requests']}"
+    )
+
+
+def _deploy(endpoint: str, src: Path) -> None:
+    args = ["deploy", str(src), "--env", "dev", "--root", str(src), "--bucket-url", f"s3://{BUCKET}/dags/"]
+    print("$ dagmirror deploy", src.name, "--env dev --root", src.name, "--bucket-url", args[-1], flush=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagmirror", *args],
+        env=s3_env(endpoint),
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    sys.stderr.write(proc.stderr)
+    print(
+        "\n".join(
+            proc.stdout.strip().splitlines()[:1]
+            + [line for line in proc.stdout.splitlines() if "release" in line]
+        )
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: dagmirror deploy exited {proc.returncode}")
 
 
 def _tree(dest: Path) -> None:
@@ -79,9 +108,27 @@ def main() -> None:
         _step("incremental pass: only the changes move")
         _sync(server.endpoint_url, dest)
 
-        _step("no-op pass: nothing changed, only LIST requests")
+        _step("no-op pass: nothing changed, only LIST requests (and one probe for a release pointer)")
         _sync(server.endpoint_url, dest)
         _tree(dest)
+
+        _step("releases: `dagmirror deploy` publishes the folder as one immutable release")
+        src = dest.with_name("demo-src")
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(dest, src, ignore=shutil.ignore_patterns(".dagmirror"))
+        (src / "analytics" / "helpers.py").write_text("RETRIES = 3\n")
+        daily = src / "analytics" / "daily_revenue.py"
+        daily.write_text(
+            daily.read_text() + "\nfrom analytics.helpers import RETRIES  # needs helpers.py too\n"
+        )
+        print("  changed analytics/daily_revenue.py to import the new analytics/helpers.py: one set")
+        _deploy(server.endpoint_url, src)
+
+        _step("the mirror follows the release (no new flag): both files arrive together, verified")
+        _sync(server.endpoint_url, dest)
+
+        _step("no-op poll of a release: one conditional GET, at any number of files")
+        _sync(server.endpoint_url, dest)
         _step("stopping moto server")
     print(f"\nThe mirror stays in {dest}; its state is in {dest / '.dagmirror' / 'state.json'}.")
 
