@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dagmirror.deploy.bucket import Bucket
-from dagmirror.deploy.gcplan import GcPlan, ReleaseRefs, decide, kind_of, read_refs
+from dagmirror.deploy.gcplan import GcPlan, ReleaseRefs, count_kinds, decide, kind_of, read_refs
 from dagmirror.errors import DagmirrorError, ObjectVanished, ReleaseError, SourceError
 from dagmirror.manifest import ROOT, manifest_key, parse_pointer
 from dagmirror.models import StoredObject
@@ -164,9 +164,7 @@ class Collector:
         results = await self.bucket.pool(report.plan.deletes, one)
         failed = tuple(r for r in results if r is not None)
         done = [o for o, r in zip(report.plan.deletes, results, strict=True) if r is None]
-        counts = {"bodies": 0, "manifests": 0, "archives": 0}
-        for obj in done:
-            counts[kind_of(obj.key)[0] + "s"] += 1
+        counts = count_kinds(done)
         damaged = await self._damage(view, {kind_of(o.key) for o in done})
         freed = sum(o.size for o in done)
         return replace(report, deleted=counts, bytes_freed=freed, failed=failed, damaged=damaged)

@@ -57,14 +57,21 @@ class GcPlan:
     protected_young: int  # objects that would go but for the grace period
 
     def counts(self) -> dict[str, int]:
-        out = {"bodies": 0, "manifests": 0, "archives": 0}
-        for obj in self.deletes:
-            out[kind_of(obj.key)[0] + "s"] += 1
-        return out
+        return count_kinds(self.deletes)
 
     @property
     def bytes(self) -> int:
         return sum(o.size for o in self.deletes)
+
+
+def count_kinds(objects: Iterable[StoredObject]) -> dict[str, int]:
+    out = {"bodies": 0, "manifests": 0, "archives": 0}
+    for obj in objects:
+        out[_PLURAL[kind_of(obj.key)[0]]] += 1
+    return out
+
+
+_PLURAL = {"body": "bodies", "manifest": "manifests", "archive": "archives"}
 
 
 def kind_of(key: str) -> tuple[str, str]:
@@ -129,10 +136,24 @@ def decide(
         raise ValueError("keep must be at least 1: the current release of every environment stays")
     prefixes = None if scope is None else frozenset(scope)
     kept = frozenset(r for p in pointers.values() for r in chain(p, releases, keep))
-    manifests = {kind_of(o.key)[1]: o for o in objects if kind_of(o.key)[0] == "manifest"}
-    young = frozenset(r for r, o in manifests.items() if now - o.modified < grace)
+    deletes, young = _select(objects, releases, kept, prefixes, grace, now)
+    without_grace, _ = _select(objects, releases, kept, prefixes, 0.0, float("inf"))
+    return GcPlan(deletes, kept, young, len(without_grace) - len(deletes))
 
-    def candidate(rid: str) -> bool:  # would go but for the grace period
+
+def _select(
+    objects: Sequence[StoredObject],
+    releases: Mapping[str, ReleaseRefs],
+    kept: frozenset[str],
+    prefixes: frozenset[str] | None,
+    grace: float,
+    now: float,
+) -> tuple[tuple[StoredObject, ...], frozenset[str]]:
+    """The objects that go, and the releases kept only because they are young."""
+    manifests = {kind_of(o.key)[1]: o for o in objects if kind_of(o.key)[0] == "manifest"}
+    young = frozenset(r for r, o in manifests.items() if now - o.modified < grace) - kept
+
+    def candidate(rid: str) -> bool:
         if rid in kept or rid not in releases:
             return False  # kept, or unreadable: gc cannot know what it references, so it stays
         return prefixes is None or releases[rid].prefix in prefixes
@@ -140,23 +161,19 @@ def decide(
     gone = {rid for rid in manifests if candidate(rid) and rid not in young}
     needed = {d for rid in manifests.keys() - gone for d in releases.get(rid, _NONE).bodies}
     deletes: list[StoredObject] = []
-    spared = 0
     for obj in objects:
         kind, name = kind_of(obj.key)
-        old = now - obj.modified >= grace
         if kind == "manifest":
-            goes = candidate(name)
+            goes = name in gone
         elif kind == "archive":
             goes = name not in kept and (name in gone or name not in manifests)
         elif kind == "body":
             goes = name not in needed
         else:
             continue
-        if goes and old:
+        if goes and now - obj.modified >= grace:
             deletes.append(obj)
-        elif goes:
-            spared += 1
-    return GcPlan(tuple(deletes), kept, young - kept, spared)
+    return tuple(deletes), young
 
 
 _NONE = ReleaseRefs("", None, frozenset())
