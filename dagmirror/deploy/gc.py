@@ -1,7 +1,7 @@
 """`dagmirror gc`: remove the bodies, manifests and archives no kept release needs (docs/releases.md,
 "Garbage collection"). The decision is gcplan.decide (pure); this module does the requests around it:
 
-    list metadata/releases/ (paginated, with LastModified) -> read every pointer and every manifest
+    read every pointer -> list metadata/releases/ (paginated, with LastModified) -> read every manifest
     -> decide -> read the pointers again (moved: plan again, at most MAX_ATTEMPTS times) -> delete (pool)
     -> read the pointers once more: a release published meanwhile must not name anything deleted
 
@@ -10,7 +10,7 @@ Why that is safe against a publish running at the same time: everything a publis
 however old. What a publish can still lose is an *old* body it found by HEAD and did not upload again (a file
 reverted to bytes no kept release holds), or an old manifest a rollback moves the pointer to, when its
 pointer moves after gc's last check and before the deletes end. The final check reports that (exit 1) and
-names the release: a deploy that changes the affected files publishes them again."""
+names the release (docs/releases.md says what then fails and what repairs it)."""
 
 from __future__ import annotations
 
@@ -177,10 +177,15 @@ class Collector:
                 continue  # a release gc planned with: it was kept
             refs = await self._refs(release)
             if ("manifest", release) in deleted or refs is None:
-                lines.append(f"release {release} of {prefix}: gc removed its manifest; deploy again")
+                lines.append(
+                    f"release {release} of {prefix}: gc removed its manifest as it became current; "
+                    "mirrors, deploys and rollbacks of it fail until its pointer names a whole release"
+                )
             elif isinstance(refs, ReleaseRefs):
                 lost = sorted(d for d in refs.bodies if ("body", d) in deleted)
                 if lost:
-                    lines.append(f"release {release} of {prefix}: gc removed {len(lost)} of its bodies "
-                                 f"({lost[0]}...); deploy the files holding them again")  # fmt: skip
+                    lines.append(
+                        f"release {release} of {prefix}: gc removed {len(lost)} of its bodies ({lost[0]}…): "
+                        "mirrors of it fail until a deploy changes those files"
+                    )
         return tuple(lines)
