@@ -17,6 +17,15 @@ class RemoteObject:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One current object with its size and when it was written (epoch seconds): what `gc` decides on."""
+
+    key: str
+    size: int
+    modified: float
+
+
+@dataclass(frozen=True, slots=True)
 class ListPage:
     objects: tuple[RemoteObject, ...]
     prefixes: tuple[str, ...]

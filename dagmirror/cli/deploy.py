@@ -101,7 +101,7 @@ def deploy(paths: tuple[Path, ...], env: str, **params: Any) -> None:
 def history(env: str, limit: int, **params: Any) -> None:
     """The deploys of an environment, newest first."""
     as_json = bool(params["as_json"])
-    deploys = _with_deployer(params, lambda d: d.history(env, limit=limit))
+    deploys = with_deployer(params, lambda d: d.history(env, limit=limit))
     render.history(deploys, as_json)
     sys.exit(ExitCode.OK)
 
@@ -145,7 +145,7 @@ def _written(params: dict[str, Any], action: Callable[[Deployer], Awaitable[Depl
     """A command that writes: its report, or its refusal (nothing written), then its exit code."""
     as_json = bool(params["as_json"])
     try:
-        report = _with_deployer(params, action)
+        report = with_deployer(params, action)
     except (DeployRefused, GuardRefused) as exc:
         code = ExitCode.of_error(exc)
         headline = f"{click.get_current_context().info_name} refused, nothing was written:"
@@ -155,7 +155,7 @@ def _written(params: dict[str, Any], action: Callable[[Deployer], Awaitable[Depl
     sys.exit(ExitCode.of_deploy(report))
 
 
-def _with_deployer(params: dict[str, Any], action: Callable[[Deployer], Awaitable[R]]) -> R:
+def with_deployer(params: dict[str, Any], action: Callable[[Deployer], Awaitable[R]]) -> R:
     """Load the deploy config (file < env < flags), open a Deployer, run `action`. Refusals propagate to
     the caller; every other error becomes its exit code here."""
     params = dict(params)

@@ -15,6 +15,7 @@ import click
 import orjson
 
 from dagmirror.deploy import DeployReport
+from dagmirror.deploy.gc import GcReport
 from dagmirror.engine import Mirror
 from dagmirror.models import SyncReport
 
@@ -173,6 +174,24 @@ class HistoryLine:
         fields = [when, self.deploy_id, f"{self.kind:<8}", self.result, release, who, f"@{self.host}", commit]
         fields.append(origin)
         return shown("  ".join(f for f in [*fields, counts] if f))
+
+
+def gc_report(report: GcReport, json: bool) -> None:
+    if json:
+        as_json(report.to_dict())
+        return
+    verb = "would delete" if report.dry_run else "deleted"
+    d = report.deleted
+    click.echo(
+        f"gc s3://{shown(report.bucket)}: {verb} {d['bodies']} bodies, {d['manifests']} manifests, "
+        f"{d['archives']} archives ({report.bytes_freed:,} bytes); kept {len(report.plan.kept)} releases of "
+        f"{len(report.environments)} environments (last {report.keep} each), "
+        f"{report.plan.protected_young} objects younger than the grace period"
+    )
+    for line in report.unreadable:
+        click.echo(shown(f"warning: unreadable manifest kept: {line}"), err=True)
+    for line in (*report.failed, *report.damaged):
+        click.echo(shown(f"dagmirror: error: {line}"), err=True)
 
 
 def history(deploys: list[dict[str, Any]], json: bool) -> None:

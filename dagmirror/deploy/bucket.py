@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from dagmirror.config.deploy import DeployConfig
-from dagmirror.models import FetchedObject
+from dagmirror.models import FetchedObject, StoredObject
 from dagmirror.pool import bounded_map
 from dagmirror.retry import Sleep, retrying
 from dagmirror.source import DeployStore, LiveObject, ObjectHead
@@ -64,6 +64,10 @@ class Bucket:
     async def list_keys(self, prefix: str) -> tuple[str, ...]:
         store = await self.store()
         return await self.retry(lambda: store.list_keys(prefix))
+
+    async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
+        store = await self.store()
+        return await self.retry(lambda: store.list_stamped(prefix))
 
     async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
         store = await self.store()

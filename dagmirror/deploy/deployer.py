@@ -13,6 +13,7 @@ from typing import Any
 from dagmirror.config.deploy import DeployConfig
 from dagmirror.deploy import request
 from dagmirror.deploy.bucket import Bucket
+from dagmirror.deploy.gc import Collector, GcReport
 from dagmirror.deploy.local import local_user
 from dagmirror.deploy.record import DeployReport, records_prefix, summary
 from dagmirror.deploy.runner import Pipeline
@@ -39,6 +40,7 @@ class Deployer:
         user, host = user or local_user(), host or socket.gethostname()
         self._filter = PathFilter.of((), config.exclude)
         self._pipeline = Pipeline(self._bucket, self._filter.wants, clock, user, host)
+        self._clock = clock
 
     async def __aenter__(self) -> Deployer:
         return self  # the bucket is opened on first use: a deploy refused locally never needs it
@@ -76,3 +78,13 @@ class Deployer:
         newest = sorted((k for k in keys if k.endswith(".json")), reverse=True)[:limit]
         bodies = await self._bucket.pool(newest, lambda k: self._bucket.get_version(k, None))
         return [summary(fetched.body, key) for key, fetched in zip(newest, bodies, strict=True)]
+
+    async def gc(
+        self, envs: Sequence[str] | None, *, keep: int = 10, grace: float = 7 * 86400, dry_run: bool = False
+    ) -> GcReport:
+        """Remove the bodies, manifests and archives no kept release needs: releases of `envs` (None: of every
+        environment of the bucket) beyond the last `keep` of theirs and older than `grace` seconds."""
+        scope = None if envs is None else [self.config.env_prefix(env) for env in envs]
+        return await Collector(self._bucket, clock=self._clock).run(
+            scope, keep=keep, grace=grace, dry_run=dry_run
+        )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from dagmirror.models import FetchedObject, ListPage, NotModified
+from dagmirror.models import FetchedObject, ListPage, NotModified, StoredObject
 
 
 class ObjectSource(Protocol):
@@ -102,6 +102,10 @@ class DeployStore(ObjectSink, Protocol):
 
     async def list_keys(self, prefix: str) -> tuple[str, ...]:
         """Every key under `prefix`, sorted."""
+        ...
+
+    async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
+        """Every current object under `prefix` with its size and LastModified (ListObjectsV2), sorted."""
         ...
 
     async def get_version(self, key: str, version_id: str | None) -> FetchedObject:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dagmirror.errors import ObjectVanished, PreconditionFailed, SourceConfigError, SourceError
-from dagmirror.models import FetchedObject, ListPage, NotModified, RemoteObject
+from dagmirror.models import FetchedObject, ListPage, NotModified, RemoteObject, StoredObject
 from dagmirror.source import Copied, LiveObject, ObjectHead
 
 # A fault hook sees (operation, key-or-prefix) and may raise a SourceError or return a replacement body.
@@ -117,6 +118,7 @@ class _Version:
     body: bytes | None  # None: a delete marker
     metadata: dict[str, str]
     etag: str
+    modified: float = 0.0
 
 
 class MemoryStore:
@@ -132,7 +134,9 @@ class MemoryStore:
         identity: str | None = None,
         opaque_etags: bool = False,
         conditional_writes: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock  # LastModified of every write; tests move it to age objects
         self.versioned = versioned
         self.conditional_writes = (
             conditional_writes  # False: ignore If-Match/If-None-Match, as some servers do
@@ -176,6 +180,14 @@ class MemoryStore:
 
     async def list_keys(self, prefix: str) -> tuple[str, ...]:
         return tuple(o.key for o in await self.list_live(prefix))
+
+    async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
+        self._enter("LIST", prefix)
+        return tuple(
+            StoredObject(key, len(v.body), v.modified)
+            for key in sorted(self.history)
+            if key.startswith(prefix) and (v := self.history[key][-1]).body is not None
+        )
 
     async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
         self._enter("GET", key)
@@ -248,7 +260,7 @@ class MemoryStore:
         if self.opaque_etags:
             self._serial += 1
             etag = _etag(etag.encode() + str(self._serial).encode())
-        version = _Version(self._next_id(), body, metadata, etag)
+        version = _Version(self._next_id(), body, metadata, etag, self.clock())
         if self.versioned:
             self.history.setdefault(key, []).append(version)
         else:

@@ -17,7 +17,7 @@ from botocore.config import Config
 
 from dagmirror.config import MirrorConfig, S3Url, redact_url
 from dagmirror.errors import ObjectVanished, PreconditionFailed, SourceError, SourceUnavailable
-from dagmirror.models import FetchedObject
+from dagmirror.models import FetchedObject, StoredObject
 from dagmirror.source import Copied, LiveObject, ObjectHead
 from dagmirror.source._translate import RequestCounter, Translator, first_line, request_deadline
 from dagmirror.source._wire import strip_etag
@@ -149,6 +149,25 @@ class S3Store:
             if page.next_token is None:
                 return tuple(sorted(keys))
             params["ContinuationToken"] = page.next_token
+
+    async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
+        """ListObjectsV2, paginated, keeping size and LastModified (for `gc`'s grace period)."""
+        found: list[StoredObject] = []
+        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        while True:
+            async with self._translator.request("LIST", prefix, self._deadline):
+                resp = await self._client.list_objects_v2(**params)
+            self._counter.add("LIST")
+            found += [
+                StoredObject(o["Key"], int(o.get("Size", 0)), o["LastModified"].timestamp())
+                for o in resp.get("Contents", ())
+            ]
+            token = resp.get("NextContinuationToken")
+            if not resp.get("IsTruncated"):
+                return tuple(sorted(found, key=lambda o: o.key))
+            if not token:  # would restart from the top forever
+                raise SourceUnavailable(f"LIST s3://{self._bucket}/{prefix}: truncated without a token")
+            params["ContinuationToken"] = token
 
     async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
         async with self._translator.request("GET", key):
