@@ -124,13 +124,13 @@ async def test_a_file_edited_inside_the_live_generation_is_repaired_in_a_new_gen
 
 def test_switch_symlink_with_mode_objects_is_one_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs --mode auto or releases, not objects"):
-        MirrorConfig.create("s3://b1/dags/", tmp_path, switch="symlink", mode="objects")
+        MirrorConfig.create("s3://bucket1/dags/", tmp_path, switch="symlink", mode="objects")
     with pytest.raises(ConfigError, match="switch: must be 'files' or 'symlink'"):
-        MirrorConfig.create("s3://b1/dags/", tmp_path, switch="hardlink")
+        MirrorConfig.create("s3://bucket1/dags/", tmp_path, switch="hardlink")
 
 
 def test_cli_refuses_switch_symlink_with_mode_objects_with_exit_2(moto_endpoint: str, tmp_path: Path) -> None:
-    args = ["s3://b1/dags/", tmp_path / "d", "--switch", "symlink", "--mode", "objects"]
+    args = ["s3://bucket1/dags/", tmp_path / "d", "--switch", "symlink", "--mode", "objects"]
     run = dagmirror("sync", *args, endpoint=moto_endpoint)
     assert run.code == 2
     assert "needs --mode auto or releases" in run.stderr
@@ -246,3 +246,19 @@ def test_kill_9_while_converting_a_plain_dest_leaves_a_whole_tree_and_loses_noth
     (aside,) = [p for p in (tmp_path / ".dags.dagmirror").iterdir() if p.name.startswith("converted-")]
     assert read_tree(aside) == {**R1, "mine.py": b"mine"}
     assert read_tree(dest) == R1
+
+
+def test_switch_and_retention_come_from_toml_and_env_and_objects_mode_is_refused(tmp_path: Path) -> None:
+    from dagmirror.config import load_run_config
+
+    toml = tmp_path / "dagmirror.toml"
+    toml.write_text(
+        'switch = "symlink"\ngeneration_grace = 60.0\n'
+        f'[[mirror]]\nsource = "s3://bucket1/d/"\ndest = "{tmp_path}/a"\n'
+    )
+    env = {"DAGMIRROR_KEEP_GENERATIONS": "5"}
+    cfg = load_run_config(toml, env, {}).mappings[0].config
+    assert (cfg.switch, cfg.keep_generations, cfg.generation_grace) == ("symlink", 5, 60.0)
+    assert cfg.work_dir == tmp_path / ".a.dagmirror" / "work"
+    with pytest.raises(ConfigError, match="needs --mode auto or releases"):
+        load_run_config(toml, {"DAGMIRROR_MODE": "objects"}, {})
