@@ -262,3 +262,13 @@ def test_switch_and_retention_come_from_toml_and_env_and_objects_mode_is_refused
     assert cfg.work_dir == tmp_path / ".a.dagmirror" / "work"
     with pytest.raises(ConfigError, match="needs --mode auto or releases"):
         load_run_config(toml, {"DAGMIRROR_MODE": "objects"}, {})
+
+
+async def test_going_back_to_switch_files_while_dest_is_the_link_is_a_config_error(
+    s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    publish(s3, bucket, PREFIX, R1)
+    dest = tmp_path / "dags"
+    await sync(bucket, moto_endpoint, dest)
+    with pytest.raises(ConfigError, match="is the link of --switch symlink"):
+        config(bucket, moto_endpoint, dest, switch="files")

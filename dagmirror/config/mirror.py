@@ -6,6 +6,7 @@ environment it resolves `$AWS_REGION` / `$AWS_ENDPOINT_URL*` from as a parameter
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -157,6 +158,7 @@ class MirrorConfig:
             problems.append("DEST must be a directory path")
         else:
             _check_dest(Path(dest), problems)
+            _check_files_dest(Path(dest), options.get("switch", "files"), problems)
         known = {k: v for k, v in options.items() if k in OPTIONS}
         check_options(known, problems)
         _check_switch(known, problems)
@@ -209,6 +211,17 @@ def check_options(options: Mapping[str, object], problems: Problems) -> None:
 def generations_home(dest: Path) -> Path:
     """With --switch symlink: the folder beside DEST holding the work tree and the generations."""
     return dest.parent / f".{dest.name}.dagmirror"
+
+
+def _check_files_dest(dest: Path, switch: object, problems: Problems) -> None:
+    """Going back to --switch files with DEST still the generations' link would install into a generation."""
+    if switch == "files" and dest.is_symlink():
+        with contextlib.suppress(OSError):
+            if os.readlink(dest).startswith(f"{generations_home(dest).name}/generations/"):
+                problems.append(
+                    f"DEST {str(dest)!r} is the link of --switch symlink: keep that switch, or remove the "
+                    "link (the generations stay beside it) to go back to --switch files"
+                )
 
 
 def _check_switch(options: Mapping[str, object], problems: Problems) -> None:
