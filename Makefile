@@ -49,7 +49,7 @@ bench-quick: $(BENCH_STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks --docs
 
-# The long reliability suites (1,000 chaos passes, 200 kill -9 trials, 100k-key scale; about 16 min);
+# The long reliability suites (1,000 chaos passes, 200 kill -9 trials, 200 release switches, 100k-key scale; about 16 min);
 # short versions of each run in `make test`. Figures land in reliability-figures/ (see docs/reliability.md).
 soak: venv
 	$(PY) -m tests.soak --out reliability-figures

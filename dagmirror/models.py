@@ -172,6 +172,8 @@ class SyncReport:
     mode: str = "objects"  # how this pass learned what changed: "objects" (listing) or "releases"
     release: str | None = None  # the release installed in DEST after the pass (releases mode)
     release_seq: int | None = None
+    generation: str | None = None  # --switch symlink: the generation DEST names after the pass
+    generations_removed: tuple[str, ...] = ()  # --switch symlink: older generations removed by the pass
 
     @property
     def changed(self) -> bool:
@@ -207,4 +209,6 @@ class SyncReport:
             "mode": self.mode,
             "release": self.release,
             "release_seq": self.release_seq,
+            "generation": self.generation,
+            "generations_removed": list(self.generations_removed),
         }

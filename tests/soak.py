@@ -3,6 +3,7 @@
     .venv/bin/python -m tests.soak                       # 1,000 chaos passes, 200 kill -9 trials, 100k keys
     .venv/bin/python -m tests.soak --passes 50 --crash-trials 5 --scale-keys 10000   # a quick look
     .venv/bin/python -m tests.soak --only chaos,crash    # some suites only
+    .venv/bin/python -m tests.soak --only switch --switches 200   # release switches (tests/soak_switch.py)
 
 Each suite is a function the short pytest versions call with small sizes (tests/test_reliability_*.py), so
 the figures published and the checks CI runs come from the same code. Everything is seeded; servers run on
@@ -39,6 +40,7 @@ from dagmirror.retry import RetryPolicy
 
 from .faults import Bucket, Reader, foreign_files, leftover_temps, state_problems
 from .helpers import read_tree, sdk_credentials
+from .soak_switch import switch_soak
 
 PREFIX = "dags/prod/"
 
@@ -424,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-trials", type=int, default=200, help="kill -9 trials [200]")
     parser.add_argument("--scale-keys", type=int, default=100_000, help="keys for the scale suite [100000]")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--only", default="chaos,crash,scale", help="comma-separated suites to run")
+    parser.add_argument("--switches", type=int, default=200, help="releases in the switch soak [200]")
+    parser.add_argument("--only", default="chaos,crash,switch,scale", help="comma-separated suites to run")
     parser.add_argument("--out", type=Path, default=Path("reliability-figures"))
     parser.add_argument("--scale-child", choices=["cold", "listing", "noop"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -435,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="dagmirror-soak-") as tmp:
         work = Path(tmp)
-        if suites & {"chaos", "crash"}:
+        if suites & {"chaos", "crash", "switch"}:
             with moto_server() as server:
                 if "chaos" in suites:
                     results["chaos soak"] = chaos_soak(
@@ -447,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
                         server.endpoint_url, work, trials=args.crash_trials, seed=args.seed + 1
                     ).__dict__
                     _progress(results)
+                if "switch" in suites:  # symlink must see no mixed read; files shows the check can fail
+                    for switch in ("symlink", "files"):
+                        results[f"switch {switch}"] = switch_soak(
+                            server.endpoint_url, work, switches=args.switches, switch=switch, seed=args.seed
+                        ).__dict__
+                        _progress(results)
         if "scale" in suites:
             results["scale"] = scale(args.scale_keys, work).__dict__
     command = "python -m tests.soak " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -469,6 +478,7 @@ def _all_clear(results: dict[str, Any]) -> bool:
     chaos = results.get("chaos soak", {})
     crash = results.get("kill -9", {})
     scale_ = results.get("scale", {})
+    switch = results.get("switch symlink", {})
     bad = [
         chaos.get("torn_seen", 0),
         chaos.get("corrupted_installs", 0),
@@ -479,6 +489,10 @@ def _all_clear(results: dict[str, Any]) -> bool:
         crash.get("not_converged", 0),
         chaos and chaos.get("passes_to_converge", -1) < 0,
         scale_ and scale_.get("noop_peak_rss_mb", 0) > 150,
+        switch.get("mixed_reads", 0),
+        switch.get("vanished_reads", 0),
+        switch and not switch.get("converged"),
+        switch and switch.get("switches") != switch.get("releases"),
     ]
     return not any(bad)
 

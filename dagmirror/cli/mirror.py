@@ -46,6 +46,23 @@ mirror_options = options(
         help="auto (default): follow the prefix's release pointer when it has one, else list objects; "
         "objects: always list; releases: require a release pointer.",
     ),
+    click.option(
+        "--switch",
+        type=click.Choice(["files", "symlink"]),
+        help="files (default): each changed file is renamed into DEST; symlink: DEST is a link to an "
+        "immutable generation of the whole release, switched by one rename (docs/operations.md).",
+    ),
+    click.option(
+        "--keep-generations",
+        type=click.IntRange(1, 1000),
+        help="--switch symlink: generations kept whatever their age [3].",
+    ),
+    click.option(
+        "--generation-grace",
+        type=click.FloatRange(0, 30 * 86400),
+        metavar="SECONDS",
+        help="--switch symlink: an older generation stays this long after it was replaced [3600].",
+    ),
     VERBOSE,
 )
 
@@ -57,6 +74,9 @@ _MIRROR_KEYS = (
     "allow_mass_delete",
     "transport",
     "mode",
+    "switch",
+    "keep_generations",
+    "generation_grace",
 )
 _SERVICE_KEYS = ("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3")
 

@@ -45,6 +45,9 @@ def sync_report(report: SyncReport, json: bool) -> None:
     )
     if report.release:
         click.echo(f"  release {report.release} (seq {report.release_seq})")
+    if report.generation:
+        removed = f", removed {len(report.generations_removed)} older" if report.generations_removed else ""
+        click.echo(f"  generation {report.generation}{removed}")
     if report.requests:
         click.echo("  requests: " + ", ".join(f"{k} {v}" for k, v in sorted(report.requests.items())))
     for t in report.tombstones:

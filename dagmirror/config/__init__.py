@@ -16,6 +16,7 @@ from dagmirror.config.mirror import (
     MirrorConfig,
     S3Url,
     check_endpoint,
+    generations_home,
     redact_url,
 )
 from dagmirror.config.service import Mapping, ServiceConfig, load_run_config, parse_listen
@@ -32,6 +33,7 @@ __all__ = [
     "check_endpoint",
     "config_path",
     "env_value",
+    "generations_home",
     "load_deploy_config",
     "load_run_config",
     "parse_listen",

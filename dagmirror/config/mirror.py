@@ -6,6 +6,7 @@ environment it resolves `$AWS_REGION` / `$AWS_ENDPOINT_URL*` from as a parameter
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -78,15 +79,19 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "connect_timeout": (float, 0.1, 600.0),
     "read_timeout": (float, 0.1, 3600.0),
     "checkpoint_interval": (float, 0.05, 3600.0),
+    "keep_generations": (int, 1, 1000),
+    "generation_grace": (float, 0.0, 30 * 86400.0),
 }
 _FLAGS = ("allow_mass_delete", "dry_run", "fsync")
 _TEXTS = ("region", "profile")  # None: the AWS chain decides
 TRANSPORTS = ("lean", "sdk")
 # auto: follow the prefix's release pointer when it has one, else list objects (docs/configuration.md).
 MODES = ("auto", "objects", "releases")
+# files: each changed file is renamed into DEST; symlink: DEST links to a whole generation (generations.py).
+SWITCHES = ("files", "symlink")
 # What `MirrorConfig.create(..., **options)` accepts; source, dest, include, exclude and endpoint_url are
 # its named parameters.
-OPTIONS = frozenset({*_NUMBERS, *_FLAGS, *_TEXTS, "transport", "mode", "retry", "filters"})
+OPTIONS = frozenset({*_NUMBERS, *_FLAGS, *_TEXTS, "transport", "mode", "switch", "retry", "filters"})
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,14 @@ class MirrorConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     transport: str = "lean"  # "lean": GETs over aiohttp, signed by dagmirror's SigV4; "sdk": all via aioboto3
     mode: str = "auto"  # "auto": releases when the prefix has a pointer, else objects; or force either
+    switch: str = "files"  # "symlink": DEST is a link to an immutable generation (releases only)
+    keep_generations: int = 3  # symlink: generations kept whatever their age (the current one included)
+    generation_grace: float = 3600.0  # symlink: seconds an older generation stays after it was replaced
+
+    @property
+    def work_dir(self) -> Path:
+        """Where passes install: DEST, or with --switch symlink the work tree the generations link to."""
+        return self.dest if self.switch == "files" else generations_home(self.dest) / "work"
 
     @classmethod
     def create(
@@ -145,8 +158,10 @@ class MirrorConfig:
             problems.append("DEST must be a directory path")
         else:
             _check_dest(Path(dest), problems)
+            _check_files_dest(Path(dest), options.get("switch", "files"), problems)
         known = {k: v for k, v in options.items() if k in OPTIONS}
         check_options(known, problems)
+        _check_switch(known, problems)
         problems.raise_if_any()
         assert url is not None  # S3Url.parse either returned or added a problem
         return cls(
@@ -161,6 +176,7 @@ class MirrorConfig:
         """Check a config built directly (not through `create`): one ConfigError, one line per bad field."""
         problems = Problems()
         check_options({name: getattr(self, name) for name in OPTIONS}, problems)
+        _check_switch({"mode": self.mode, "switch": self.switch}, problems)
         _check_dest(self.dest, problems)
         problems.raise_if_any()
 
@@ -190,6 +206,31 @@ def check_options(options: Mapping[str, object], problems: Problems) -> None:
                 problems.append(f"retry: expected a RetryPolicy, got {value!r}")
         elif name == "filters" and not isinstance(value, PathFilter):
             problems.append(f"filters: expected a PathFilter, got {value!r}")
+
+
+def generations_home(dest: Path) -> Path:
+    """With --switch symlink: the folder beside DEST holding the work tree and the generations."""
+    return dest.parent / f".{dest.name}.dagmirror"
+
+
+def _check_files_dest(dest: Path, switch: object, problems: Problems) -> None:
+    """Going back to --switch files with DEST still the generations' link would install into a generation."""
+    if switch == "files" and dest.is_symlink():
+        with contextlib.suppress(OSError):
+            if os.readlink(dest).startswith(f"{generations_home(dest).name}/generations/"):
+                problems.append(
+                    f"DEST {str(dest)!r} is the link of --switch symlink: keep that switch, or remove the "
+                    "link (the generations stay beside it) to go back to --switch files"
+                )
+
+
+def _check_switch(options: Mapping[str, object], problems: Problems) -> None:
+    if options.get("switch", "files") not in SWITCHES:
+        problems.append(f"switch: must be 'files' or 'symlink', got {options['switch']!r}")
+    elif options.get("switch") == "symlink" and options.get("mode") == "objects":
+        problems.append(
+            "switch: 'symlink' switches whole releases, so it needs --mode auto or releases, not objects"
+        )
 
 
 def _check_dest(dest: Path, problems: Problems) -> None:

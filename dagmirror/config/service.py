@@ -55,6 +55,9 @@ MIRROR_KEYS: dict[str, type] = {
     "allow_mass_delete": bool,
     "transport": str,
     "mode": str,
+    "switch": str,
+    "keep_generations": int,
+    "generation_grace": float,
     "fsync": bool,
 }
 _PER_MAPPING = ("name", "source", "dest")
@@ -94,7 +97,7 @@ class ServiceConfig:
 
     @property
     def audit_directory(self) -> Path:
-        return self.audit_dir or self.mappings[0].config.dest / ".dagmirror" / "audit"
+        return self.audit_dir or self.mappings[0].config.work_dir / ".dagmirror" / "audit"
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -8,16 +8,26 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from dagmirror.bodies import ContentStore
 from dagmirror.config import MirrorConfig
 from dagmirror.engine.context import Ledger, PassContext
 from dagmirror.engine.syncpass import run_pass
 from dagmirror.engine.tally import Progress
-from dagmirror.errors import ObjectVanished, SourceConfigError, SourceError, SourceUnavailable
+from dagmirror.errors import (
+    DagmirrorError,
+    ObjectVanished,
+    PassFailed,
+    SourceConfigError,
+    SourceError,
+    SourceUnavailable,
+)
+from dagmirror.generations import Generations
 from dagmirror.install import Tree
 from dagmirror.manifest import MAX_POINTER_BYTES, pointer_key
 from dagmirror.models import Rejection, SyncReport
+from dagmirror.plan import RELEASE_ETAG
 from dagmirror.retry import Sleep
 from dagmirror.source import ObjectSource
 from dagmirror.state import State, adopt_journal, load_state
@@ -42,7 +52,8 @@ class Mirror:
         self._owns_source = source is None
         self._sleep = sleep
         self._clock = clock
-        self._tree = Tree(config.dest, fsync=config.fsync)
+        self._tree = Tree(config.work_dir, fsync=config.fsync)
+        self._generations = Generations(config, clock=clock) if config.switch == "symlink" else None
         self._bodies = ContentStore(self._tree.meta)
         self._state: State | None = None
         self._pass_lock = asyncio.Lock()
@@ -127,7 +138,29 @@ class Mirror:
                 note_rejection=self._note_rejection,
             )
             self.progress = ctx.tally
-            return await run_pass(ctx, self._bodies)
+            report = await run_pass(ctx, self._bodies)
+            if self._generations is not None and not self.config.dry_run:
+                report = await self._switch(self._generations, ctx, report)
+            return report
+
+    async def _switch(self, generations: Generations, ctx: PassContext, report: SyncReport) -> SyncReport:
+        """--switch symlink: once the work tree holds the whole release, make DEST name a generation of it."""
+        installed = ctx.ledger.state.release
+        if report.failures or installed is None:  # the work tree may be part old, part new: DEST stays
+            log.warning("DEST not switched: the pass did not install the whole release")
+            return report
+        files = {p: e.ino for p, e in ctx.ledger.entries.items() if e.etag.startswith(RELEASE_ETAG)}
+        loop = asyncio.get_running_loop()
+        try:
+            done = await loop.run_in_executor(
+                self._executor, generations.publish, files, self._tree.root, installed.release, installed.seq
+            )
+        except DagmirrorError as exc:
+            why = f"release {installed.release} is in the work tree, DEST not switched: {exc}"
+            raise PassFailed(why, exc) from None
+        if done.built:
+            log.info("DEST now names generation %s", done.generation)
+        return replace(report, generation=done.generation, generations_removed=done.removed)
 
     async def _load_state(self) -> State:
         loop = asyncio.get_running_loop()
