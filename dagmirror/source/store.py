@@ -10,6 +10,7 @@ import base64
 import hashlib
 import logging
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from dagmirror.source import Copied, LiveObject, ObjectHead
 from dagmirror.source._translate import RequestCounter, Translator, first_line, request_deadline
 from dagmirror.source._wire import strip_etag
 from dagmirror.source.credentials import sdk_session
-from dagmirror.source.sdk import get_object, list_page, open_client, sdk_error
+from dagmirror.source.sdk import get_object, open_client, sdk_error
 
 log = logging.getLogger("dagmirror")
 
@@ -61,27 +62,13 @@ class S3Store:
     ) -> S3Store:
         """`sts`: let `caller_identity` ask STS, at the endpoint the SDK resolves for it (AWS, or
         $AWS_ENDPOINT_URL_STS / $AWS_ENDPOINT_URL)."""
-        config = MirrorConfig(
-            S3Url(bucket, ""),
-            Path("."),
-            endpoint_url=endpoint_url,
-            region=region,
-            profile=profile,
-            concurrency=concurrency,
-            transport="sdk",
-        )
+        config = MirrorConfig(S3Url(bucket, ""), Path("."), endpoint_url=endpoint_url, region=region)
+        config = replace(config, profile=profile, concurrency=concurrency, transport="sdk")
         session = sdk_session(profile, region)
         stack = AsyncExitStack()
         client = await open_client(stack, config, session)
-        endpoint = redact_url(str(client.meta.endpoint_url))
-        return cls(
-            client,
-            bucket,
-            endpoint,
-            stack,
-            sts_session=session if sts else None,
-            deadline=request_deadline(config),
-        )
+        endpoint, deadline = redact_url(str(client.meta.endpoint_url)), request_deadline(config)
+        return cls(client, bucket, endpoint, stack, sts_session=session if sts else None, deadline=deadline)
 
     async def put(
         self,
@@ -138,17 +125,7 @@ class S3Store:
             params["VersionIdMarker"] = resp.get("NextVersionIdMarker", "")
 
     async def list_keys(self, prefix: str) -> tuple[str, ...]:
-        keys: list[str] = []
-        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
-        while True:
-            async with self._translator.request("LIST", prefix, self._deadline):
-                resp = await self._client.list_objects_v2(**params)
-                self._counter.add("LIST")
-                page = list_page(resp)
-            keys += [o.key for o in page.objects]
-            if page.next_token is None:
-                return tuple(sorted(keys))
-            params["ContinuationToken"] = page.next_token
+        return tuple(o.key for o in await self.list_stamped(prefix))
 
     async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
         """ListObjectsV2, paginated, keeping size and LastModified (for `gc`'s grace period)."""
