@@ -102,8 +102,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     rel.add_argument(
         "--releases-only",
         action="store_true",
-        help="only the release scenario: --releases 1000,10000,50000 "
-        "--release-cold 10000 on SeaweedFS (unless given), no other scenario or daemon figure",
+        help="only the release scenario, --releases 1000,10000,50000 --release-cold 10000 "
+        "--release-runs 3 on SeaweedFS (unless given); no other scenario or daemon figure",
     )
     args = ap.parse_args(argv)
     if args.quick:
@@ -118,6 +118,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
             args.servers = "seaweedfs"
         if "--releases " not in given and "--releases=" not in given:
             args.releases = "1000,10000,50000"
+        if args.release_runs is None:
+            args.release_runs = 3
     return args
 
 

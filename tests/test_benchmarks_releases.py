@@ -32,9 +32,11 @@ def test_releases_only_defaults_and_explicit_flags() -> None:
         "10000",
         "",
     )
-    assert (args.propagation, args.idle_files) == (0, 0)
-    args = bench_main.parse(["--releases-only", "--servers", "moto", "--releases", "500"])
-    assert (args.servers, args.releases) == ("moto", "500")
+    assert (args.propagation, args.idle_files, args.release_runs) == (0, 0, 3)
+    args = bench_main.parse(
+        ["--releases-only", "--servers", "moto", "--releases", "500", "--release-runs", "5"]
+    )
+    assert (args.servers, args.releases, args.release_runs) == ("moto", "500", 5)
     assert bench_main.parse([]).releases == ""  # the full suite keeps its old scenarios only
     quick = bench_main.parse(["--quick"])
     assert (quick.releases, quick.release_cold, quick.release_latency) == ("1000", "1000", 5)
