@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: venv demo test lint typecheck unit bench bench-quick soak image clean
+.PHONY: venv demo test lint typecheck unit bench bench-quick bench-releases soak image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,17 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-# <= 5 minutes: SeaweedFS, 2,000 files, cold + no-op against aws and s5cmd; JSON in benchmarks/results/.
+# <= 5 minutes: SeaweedFS, 2,000 files, cold + no-op against aws and s5cmd, and a small release scenario
+# (1,000 files: no-op poll requests, cold vs s5cmd and floor-get, 5 deploys -> visible); JSON in benchmarks/results/.
 bench-quick: $(BENCH_STAMP)
 	mkdir -p benchmarks/results
 	$(PY) -m benchmarks --quick --json benchmarks/results/quick.json
+
+# Release mode only (docs/benchmarks.md, "Releases"; about 10 min): SeaweedFS, no-op poll requests at 1k, 10k
+# and 50k files, a cold release mirror of 10k files vs s5cmd, tuned rclone and floor-get (5 runs), deploy -> visible.
+bench-releases: $(BENCH_STAMP)
+	mkdir -p benchmarks/results
+	$(PY) -m benchmarks --releases-only --json benchmarks/results/releases.json
 
 # The full comparison (about 70 min: SeaweedFS at 1k and 10k files, LocalStack at 1k, 5 runs of every tool);
 # rewrites docs/benchmarks.md, docs/benchmarks.json and the plot.

@@ -3,6 +3,8 @@ started here on loopback (and stopped by pid). See docs/benchmarks.md for what e
 
   python -m benchmarks --quick --json results.json     # <= 5 minutes: SeaweedFS, 2,000 files, cold + no-op
   python -m benchmarks --docs                           # the full comparison; writes docs/benchmarks.md
+  python -m benchmarks --releases-only --json r.json    # release mode: polls at 1k/10k/50k, cold at 10k,
+                                                        # deploy -> visible (docs/benchmarks.md, "Releases")
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dagmirror.devtools.servers import (
     seaweedfs_server,
 )
 
-from . import daemon, report
+from . import daemon, releases, report
 from .peers import TOOLS, Target
 from .scenarios import Bench
 
@@ -81,11 +83,49 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--idle-seconds", type=float, default=120)
     ap.add_argument("--docs", action="store_true", help="write docs/benchmarks.md and its plot")
+    rel = ap.add_argument_group("releases (on every server of --servers, after its other scenarios)")
+    rel.add_argument(
+        "--releases",
+        default="",
+        help="comma list of corpus sizes: publish one release of each with "
+        "`dagmirror deploy` and count the requests of a no-op release-mode poll (empty: no release scenario)",
+    )
+    rel.add_argument(
+        "--release-cold", default="10000", help="of those sizes, the ones that also get the cold comparison"
+    )
+    rel.add_argument("--release-tools", default=",".join(releases.RELEASE_TOOLS))
+    rel.add_argument("--release-runs", type=int, help="timed runs of the release cold comparison (--runs)")
+    rel.add_argument(
+        "--release-latency", type=int, default=20, help="deploys per daemon mode, deploy -> visible (0: skip)"
+    )
+    rel.add_argument("--release-interval", type=float, default=1.0, help="daemon interval for that figure")
+    rel.add_argument(
+        "--releases-only",
+        action="store_true",
+        help="only the release scenario, --releases 1000,10000,50000 --release-cold 10000 "
+        "--release-runs 3 on SeaweedFS (unless given); no other scenario or daemon figure",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.servers, args.files, args.runs, args.tools = "seaweedfs", "2000", 3, ",".join(QUICK_TOOLS)
         args.scenarios, args.propagation, args.idle_files = "cold,noop", 0, 0
+        args.releases, args.release_cold, args.release_latency = "1000", "1000", 5
+        args.release_tools = "dagmirror,s5cmd,floor-get"
+    if args.releases_only:
+        given = " ".join(argv)
+        args.scenarios, args.propagation, args.idle_files = "", 0, 0
+        if "--servers" not in given:
+            args.servers = "seaweedfs"
+        if "--releases " not in given and "--releases=" not in given:
+            args.releases = "1000,10000,50000"
+        if args.release_runs is None:
+            args.release_runs = 3
     return args
+
+
+def size_list(text: str) -> list[int]:
+    """`"1000,10000"` -> [1000, 10000]; empty -> []."""
+    return [int(n) for n in text.split(",") if n.strip()]
 
 
 @contextlib.contextmanager
@@ -126,7 +166,7 @@ def bench_server(
     """Every corpus size and scenario on one running server; the daemon figures on SeaweedFS only."""
     results: list[dict[str, Any]] = []
     client = s3_client(s.endpoint_url)
-    for files in sizes:
+    for files in sizes if args.scenarios else []:
         slow = args.slow_runs if files > 1000 else None
         bench = Bench(s.name, s.endpoint_url, client, files, tools, args.runs, workdir, slow_runs=slow)
         bench.setup()
@@ -141,13 +181,31 @@ def bench_server(
         target = Target(s.endpoint_url, bench.target.bucket, "propagation/")
         daemon_figures["propagation"] = daemon.propagation(client, target, workdir, args.propagation, 2.0)
         print(f"propagation: {daemon_figures['propagation']}", flush=True)
+    if args.releases:
+        release_tools = [t for t in args.release_tools.split(",") if t and not TOOLS[t].available()]
+        # skipped tools are printed by main(); an unknown name fails there before any server starts
+        cold, polls = releases.bench_releases(
+            s,
+            client,
+            size_list(args.releases),
+            size_list(args.release_cold),
+            release_tools,
+            args.release_runs or args.runs,
+            workdir,
+        )
+        results += cold
+        daemon_figures.setdefault("release_polls", []).extend(polls)
+        if args.release_latency:
+            figures = releases.latency(s, workdir, args.release_latency, args.release_interval)
+            daemon_figures.setdefault("release_latency", []).extend(figures)
+            print(f"release latency: {figures}", flush=True)
     return results
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
     tools = [t for t in args.tools.split(",") if t]
-    unknown = [t for t in tools if t not in TOOLS]
+    unknown = [t for t in tools + args.release_tools.split(",") if t and t not in TOOLS]
     if unknown:
         raise SystemExit(f"unknown tools: {unknown}; known: {sorted(TOOLS)}")
     skipped = {t: why for t in tools if (why := TOOLS[t].available())}
@@ -180,7 +238,11 @@ def main(argv: list[str]) -> int:
     doc = {"meta": meta, "results": results, "daemon": daemon_figures}
     if args.json:
         args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-    body = report.tables(results) + report.daemon_tables(daemon_figures)
+    body = (
+        report.tables(results)
+        + report.daemon_tables(daemon_figures)
+        + releases.tables(daemon_figures.get("release_polls", []), daemon_figures.get("release_latency", []))
+    )
     print(body)
     if args.docs:
         plot = ROOT / "docs" / "img" / "benchmarks.png"

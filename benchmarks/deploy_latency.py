@@ -6,7 +6,12 @@ Each round waits a random fraction of the interval first, so deploys land at eve
 cycle, then measures from the start of `dagmirror deploy` (and from its exit) until DEST holds the new
 bytes. Prints p50/p99/max of each, and with --json one JSON object on the last line.
 
+`--mode` is the daemon's (`dagmirror run --mode`): auto (default; it follows the releases the deploys
+publish), releases, or objects (it lists the plain files, which each deploy writes after the pointer). One
+untimed deploy publishes the first release before the daemon starts.
+
     .venv/bin/python benchmarks/deploy_latency.py [--rounds 50] [--interval 2] [--server moto|seaweedfs]
+        [--mode auto|releases|objects]
 """
 
 from __future__ import annotations
@@ -41,13 +46,14 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--server", choices=("moto", "seaweedfs"), default="moto")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mode", choices=("auto", "releases", "objects"), default="auto")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="dagmirror-deploy-latency-") as tmp,
         server(args.server, Path(tmp)) as s3,
     ):
-        samples = measure(s3, Path(tmp), args.rounds, args.interval, random.Random(args.seed))
+        samples = measure(s3, Path(tmp), args.rounds, args.interval, random.Random(args.seed), mode=args.mode)
     report(samples, args)
 
 
@@ -62,19 +68,30 @@ def server(name: str, workdir: Path) -> Iterator[S3Server]:
 
 
 def measure(
-    s3: S3Server, workdir: Path, rounds: int, interval: float, rng: random.Random
+    s3: S3Server,
+    workdir: Path,
+    rounds: int,
+    interval: float,
+    rng: random.Random,
+    *,
+    mode: str = "auto",
+    bucket: str = BUCKET,
 ) -> list[dict[str, float]]:
     client = s3_client(s3.endpoint_url)
-    create_bucket(client, BUCKET, versioned=True)
-    upload(client, BUCKET, "dags/dev/", sample_dags())  # a realistic folder around the probe
+    create_bucket(client, bucket, versioned=True)
+    upload(client, bucket, "dags/dev/", sample_dags())  # a realistic folder around the probe
     env = s3_env(s3.endpoint_url)
     local, dest = workdir / "repo" / "dags", workdir / "mirror"
     probe = local / PROBE
     probe.parent.mkdir(parents=True)
+    deploy = [sys.executable, "-m", "dagmirror", "deploy", str(probe), "--env", "dev",
+              "--root", str(local), "--bucket-url", f"s3://{bucket}/dags/"]  # fmt: skip
+    probe.write_bytes(b'"""Latency probe, before the first round."""\n')
+    subprocess.run(deploy, env=env, check=True, stdout=subprocess.DEVNULL)  # the first release, untimed
     port = free_port()
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "dagmirror", "run", f"s3://{BUCKET}/dags/dev/", str(dest),
-         "--interval", str(interval), "--http", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "dagmirror", "run", f"s3://{bucket}/dags/dev/", str(dest),
+         "--interval", str(interval), "--http", f"127.0.0.1:{port}", "--mode", mode],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -82,8 +99,6 @@ def measure(
     samples: list[dict[str, float]] = []
     try:
         wait_ready(port)
-        deploy = [sys.executable, "-m", "dagmirror", "deploy", str(probe), "--env", "dev",
-                  "--root", str(local), "--bucket-url", f"s3://{BUCKET}/dags/"]  # fmt: skip
         for n in range(rounds):
             body = f'"""Latency probe, round {n}."""\n\nROUND = {n}\n'.encode() + b"# padding\n" * (n % 7)
             probe.write_bytes(body)
@@ -134,19 +149,41 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def report(samples: list[dict[str, float]], args: argparse.Namespace) -> None:
-    summary: dict[str, object] = {"rounds": len(samples), "interval": args.interval, "server": args.server}
-    print(f"\n{len(samples)} deploys, daemon interval {args.interval:g}s (jitter 10%), {args.server} server")
-    print(f"{'seconds':<34}{'p50':>8}{'p99':>8}{'max':>8}")
-    for name, label in (
-        ("from_start", "deploy start -> visible in DEST"),
-        ("from_exit", "deploy exit -> visible in DEST"),
-        ("deploy", "dagmirror deploy itself"),
-    ):
+LABELS = {
+    "from_start": "deploy start -> visible in DEST",
+    "from_exit": "deploy exit -> visible in DEST",
+    "deploy": "dagmirror deploy itself",
+}
+
+
+def summarise(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """p50/p99/max (nearest rank) of each measure in LABELS."""
+    out: dict[str, dict[str, float]] = {}
+    for name in LABELS:
         values = [s[name] for s in samples]
-        p50, p99, top = percentile(values, 50), percentile(values, 99), max(values)
-        print(f"{label:<34}{p50:8.3f}{p99:8.3f}{top:8.3f}")
-        summary[name] = {"p50": round(p50, 4), "p99": round(p99, 4), "max": round(top, 4)}
+        out[name] = {
+            "p50": round(percentile(values, 50), 4),
+            "p99": round(percentile(values, 99), 4),
+            "max": round(max(values), 4),
+        }
+    return out
+
+
+def report(samples: list[dict[str, float]], args: argparse.Namespace) -> None:
+    summary: dict[str, object] = {
+        "rounds": len(samples),
+        "interval": args.interval,
+        "server": args.server,
+        "mode": args.mode,
+    }
+    print(
+        f"\n{len(samples)} deploys, daemon interval {args.interval:g}s (jitter 10%), {args.server} server, "
+        f"--mode {args.mode}"
+    )
+    print(f"{'seconds':<34}{'p50':>8}{'p99':>8}{'max':>8}")
+    for name, figures in summarise(samples).items():
+        print(f"{LABELS[name]:<34}{figures['p50']:8.3f}{figures['p99']:8.3f}{figures['max']:8.3f}")
+        summary[name] = figures
     if args.json:
         print(orjson.dumps(summary).decode())
 

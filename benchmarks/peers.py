@@ -105,6 +105,11 @@ TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
         Tool("dagmirror", lambda t, d: module("dagmirror", "sync", t.url, str(d), "--json")),
+        # the release scenario's second dagmirror: the same prefix mirrored by listing the plain files
+        Tool(
+            "dagmirror-objects",
+            lambda t, d: module("dagmirror", "sync", t.url, str(d), "--mode", "objects", "--json"),
+        ),
         Tool(
             "aws",
             lambda t, d: [

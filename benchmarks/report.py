@@ -13,6 +13,7 @@ SCENARIOS = {
     "noop": "warm no-op (nothing changed; dagmirror: median of 10 passes in one process)",
     "changed": "1% changed (half same-size edits) + 0.1% new",
     "deleted": "10% deleted",
+    "release-cold": "cold release mirror (empty folder; dagmirror --mode releases; the others: plain files)",
 }
 
 
