@@ -237,6 +237,7 @@ def main(argv: list[str]) -> int:
     }
     doc = {"meta": meta, "results": results, "daemon": daemon_figures}
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     body = (
         report.tables(results)
