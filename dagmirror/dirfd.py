@@ -10,8 +10,9 @@ import hashlib
 import os
 import stat as statmod
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import xxhash
 
@@ -179,7 +180,14 @@ def lstat_at(dir_fd: int | None, name: str) -> LocalStat | None:
     return LocalStat(kind, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def digest_at(dir_fd: int | None, name: str) -> LocalDigest | None:
+class _Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+def _hash_file(dir_fd: int | None, name: str, hashers: Sequence[_Hasher]) -> list[str] | None:
+    """The hex digests of a regular file below `dir_fd` (never through a link), or None when it is missing,
+    not a regular file or unreadable: treated as changed, so its body is fetched again."""
     if dir_fd is None:
         return None
     try:
@@ -189,37 +197,26 @@ def digest_at(dir_fd: int | None, name: str) -> LocalDigest | None:
     try:
         if not statmod.S_ISREG(os.fstat(fd).st_mode):
             return None
-        xxh, md5 = xxhash.xxh3_128(), hashlib.md5(usedforsecurity=False)
         while chunk := os.read(fd, 1 << 20):
-            xxh.update(chunk)
-            md5.update(chunk)
-        return LocalDigest(xxh.hexdigest(), md5.hexdigest())
+            for hasher in hashers:
+                hasher.update(chunk)
+        return [h.hexdigest() for h in hashers]
     except OSError:
-        return None  # unreadable: treated as changed, so the object is fetched again
+        return None
     finally:
         os.close(fd)
+
+
+def digest_at(dir_fd: int | None, name: str) -> LocalDigest | None:
+    """xxh3-128 and MD5 (the object mirror's state and ETag checks)."""
+    found = _hash_file(dir_fd, name, [xxhash.xxh3_128(), hashlib.md5(usedforsecurity=False)])
+    return LocalDigest(found[0], found[1]) if found else None
 
 
 def hashes_at(dir_fd: int | None, name: str) -> tuple[str, str] | None:
     """(SHA-256, xxh3-128) of a regular file, or None when it is missing, not a file or unreadable."""
-    if dir_fd is None:
-        return None
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        if not statmod.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
-        while chunk := os.read(fd, 1 << 20):
-            sha.update(chunk)
-            xxh.update(chunk)
-        return sha.hexdigest(), xxh.hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    found = _hash_file(dir_fd, name, [hashlib.sha256(), xxhash.xxh3_128()])
+    return (found[0], found[1]) if found else None
 
 
 def split_path(path: str) -> tuple[str, str]:
