@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dagmirror.dirfd import DIR_FLAGS
+from dagmirror.dirfd import DIR_FLAGS, write_all
 from dagmirror.errors import InstallError
 
 BODIES = "bodies"
@@ -82,9 +82,7 @@ class ContentStore:
         except OSError as exc:
             raise InstallError(f"cannot write to the content store: {exc.strerror or exc}") from None
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(out, view) :]
+            write_all(out, body)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(digest, dir_fd=fd)

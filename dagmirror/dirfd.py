@@ -33,6 +33,13 @@ class Unsafe(Exception):
         self.symlink = symlink
 
 
+def write_all(fd: int, body: bytes) -> None:
+    """All of `body` to `fd` (os.write may write less than asked)."""
+    view = memoryview(body)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_temp(dir_fd: int, name: str, body: bytes, *, fsync: bool, meta: Path, root: Path) -> os.stat_result:
     """Create `name` in `dir_fd` (never over an existing file or link), write `body`, fsync if asked."""
     flags = os.O_WRONLY | os.O_EXCL | META_FLAGS
@@ -41,9 +48,7 @@ def write_temp(dir_fd: int, name: str, body: bytes, *, fsync: bool, meta: Path, 
     except OSError as exc:
         raise InstallError(f"cannot create temp file in {meta}: {exc.strerror}") from None
     try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, body)
         if fsync:
             os.fsync(fd)
         return os.fstat(fd)
