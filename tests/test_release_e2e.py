@@ -7,6 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dagmirror.cli.app import ExitCode
+from dagmirror.devtools.proxy import S3Proxy
+from dagmirror.manifest import PROBE_KEY
+
 from .helpers import Run, dagmirror, put_all, read_tree, write_tree
 
 FILES = {"team/a.py": b"import helper\n", "team/helper.py": b"X = 1\n", "team/sub/b.py": b"b = 2\n"}
@@ -57,3 +61,40 @@ def test_one_deploy_switches_a_bucket_and_sync_follows_the_release_with_one_requ
     restored = sync(bucket, moto_endpoint, dest)
     assert restored.report["release"] == first.report["release"]
     assert read_tree(dest) == FILES | {"old.py": b"old = 1\n"}
+
+
+def test_a_server_ignoring_conditional_writes_is_detected_over_http_and_nothing_is_published(
+    s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """moto behind a proxy that drops If-Match / If-None-Match, as a server ignoring them would: the probe
+    finds out, the deploy stops with one line before any body, manifest, pointer or plain file, and only
+    the explicit opt-in publishes (saying it has no compare-and-swap)."""
+    src = write_tree(tmp_path / "src", FILES)
+    with S3Proxy(moto_endpoint, ignore_conditions=True) as proxy:
+        refused = deploy(bucket, proxy.endpoint_url, src / "team", "--env", "dev", "--root", src)
+        assert refused.code == ExitCode.USAGE, refused.stderr
+        assert refused.stderr.count("\n") == 1
+        assert "ignores conditional writes (If-None-Match)" in refused.stderr
+        listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        assert [o["Key"] for o in listed] == [PROBE_KEY]
+
+        allowed = deploy(
+            bucket, proxy.endpoint_url, src / "team", "--env", "dev", "--root", src,
+            "--allow-no-conditional-writes",
+        )  # fmt: skip
+        assert allowed.code == 0, allowed.stderr
+        assert any("without compare-and-swap" in w for w in allowed.report["validation"]["warnings"])
+    mirrored = sync(bucket, moto_endpoint, tmp_path / "dest")
+    assert mirrored.report["release"] == allowed.report["release"]
+    assert read_tree(tmp_path / "dest") == FILES
+
+
+def test_the_same_proxy_passing_conditions_through_lets_a_deploy_publish(
+    bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """The control for the test above: the proxy alone changes nothing."""
+    src = write_tree(tmp_path / "src", FILES)
+    with S3Proxy(moto_endpoint) as proxy:
+        run = deploy(bucket, proxy.endpoint_url, src / "team", "--env", "dev", "--root", src)
+    assert run.code == 0, run.stderr
+    assert not any("compare-and-swap" in w for w in run.report["validation"]["warnings"])

@@ -29,6 +29,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 from yarl import URL
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+_CONDITIONS = {"if-match", "if-none-match"}
 _CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.S)
 _KEY_COUNT = re.compile(rb"<KeyCount>\d+</KeyCount>")
 _MAX_KEYS = re.compile(r"(^|&)max-keys=\d+")
@@ -139,9 +140,14 @@ def classify(method: str, path: str, query: str) -> str:
 
 
 class S3Proxy:
-    def __init__(self, upstream: str, *, list_page_size: int | None = None) -> None:
+    def __init__(
+        self, upstream: str, *, list_page_size: int | None = None, ignore_conditions: bool = False
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.list_page_size = list_page_size
+        # True: drop If-Match / If-None-Match from writes before forwarding, as a server that ignores
+        # conditional writes would (the write then always lands).
+        self.ignore_conditions = ignore_conditions
         self.port = 0
         self._counts: Counter[str] = Counter()
         self._injected: Counter[str] = Counter()
@@ -253,6 +259,8 @@ class S3Proxy:
         assert self._session is not None
         data = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if self.ignore_conditions and request.method in ("PUT", "POST"):
+            headers = {k: v for k, v in headers.items() if k.lower() not in _CONDITIONS}
         raw = request.raw_path
         if raw.startswith(("http://", "https://")):  # absolute-form: a client uses us as its HTTP proxy
             raw = "/" + raw.split("://", 1)[1].partition("/")[2]
