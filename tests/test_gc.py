@@ -255,20 +255,48 @@ def test_gc_of_dev_through_the_cli_leaves_production_mirroring_whole(
     assert dev[0] not in text.stdout
 
 
-async def test_a_rollback_landing_while_gc_deletes_its_release_is_reported_as_damage(tmp_path: Path) -> None:
-    """The window gc cannot close (docs/releases.md): a pointer moved after gc's last check, to a release
-    gc is deleting. It is named in `damaged` (the CLI exits 1), never silently lost."""
-    store, clock = fresh()
-    ids = await four_dev_releases_one_prod(store, clock, tmp_path / "src")
-    clock.now += 30 * DAY
+def rollback_when(store: MemoryStore, deleting: str, to: str) -> None:
+    """Move dev's pointer to release `to` (a new seq) at gc's first DELETE of a `deleting` object."""
     dev = pointer_key("dags/dev/")
     pointer = parse_pointer(store.live()[dev], prefix="dags/dev/")
 
-    def rollback_during_deletes(op: str, key: str) -> None:
-        if op == "DELETE" and store.live()[dev] == pointer.encode():
-            store.history[dev][-1].body = replace(pointer, release=ids[0], seq=pointer.seq + 1).encode()
+    def rollback(op: str, key: str) -> None:
+        if op == "DELETE" and kind_of(key)[0] == deleting and store.live()[dev] == pointer.encode():
+            store.history[dev][-1].body = replace(pointer, release=to, seq=pointer.seq + 1).encode()
 
-    store.fault = rollback_during_deletes
+    store.fault = rollback
+
+
+async def test_a_rollback_landing_while_gc_deletes_bodies_keeps_its_manifest_and_names_lost_bodies(
+    tmp_path: Path,
+) -> None:
+    """The window gc cannot close (docs/releases.md): a pointer moved after gc's check, to a release gc is
+    deleting. Manifests go last, after another read of the pointers: the release keeps its manifest (deploys
+    and rollbacks of the environment keep working), and the body it lost is named in `damaged` (exit 1)."""
+    store, clock = fresh()
+    ids = await four_dev_releases_one_prod(store, clock, tmp_path / "src")
+    clock.now += 30 * DAY
+    rollback_when(store, "body", to=ids[1])  # v = 2: its a.py body is in no other release
     report = await gc(store, clock, ["dev"], keep=1, grace=7 * DAY)
+    assert ids[1] in kinds(store, "manifest")
     assert len(report.damaged) == 1
-    assert report.damaged[0].startswith(f"release {ids[0]} of dags/dev/: gc removed its manifest")
+    assert report.damaged[0].startswith(f"release {ids[1]} of dags/dev/: gc removed 1 of its bodies")
+    assert not report.restored
+
+
+async def test_a_rollback_landing_while_gc_deletes_manifests_gets_its_manifest_put_back(
+    tmp_path: Path,
+) -> None:
+    """Later still, as the manifests go: gc holds the bytes of what it deletes and puts the manifest back
+    (If-None-Match: *, the same bytes: its name is their SHA-256); no body of it was lost."""
+    store, clock = fresh()
+    ids = await four_dev_releases_one_prod(store, clock, tmp_path / "src")
+    clock.now += 30 * DAY
+    rollback_when(store, "manifest", to=ids[0])  # v = 1: its bodies are production's too
+    report = await gc(store, clock, ["dev"], keep=1, grace=7 * DAY)
+    assert report.restored == (
+        f"release {ids[0]} of dags/dev/: became current as gc deleted it; manifest put back",
+    )
+    assert not report.damaged
+    assert current(store, "dags/dev/")[0] == ids[0]  # manifest and every body present
+    assert report.deleted["manifests"] == 2  # ids[1]'s and ids[2]'s; ids[0]'s is not counted

@@ -193,6 +193,8 @@ def gc_report(report: GcReport, json: bool) -> None:
     )
     for line in report.unreadable:
         click.echo(shown(f"warning: unreadable manifest kept: {line}"), err=True)
+    for line in report.restored:
+        click.echo(shown(f"warning: {line}"), err=True)
     for line in (*report.failed, *report.damaged):
         click.echo(shown(f"dagmirror: error: {line}"), err=True)
 
