@@ -218,9 +218,9 @@ class Collector:
                 lost = sorted(d for d in refs.bodies if ("body", d) in deleted)
                 if lost:
                     damaged.append(
-                        f"release {release} of {prefix}: gc removed {len(lost)} of its bodies ({lost[0]}…) as "
-                        "it became current: mirrors of it fail (and stay on the release they have) until a "
-                        "deploy or rollback of that environment names whole releases again"
+                        f"release {release} of {prefix}: gc removed {len(lost)} of its bodies "
+                        f"({lost[0]}…) as it became current: mirrors of it fail (and stay on the release "
+                        "they have) until a deploy or rollback of that environment names whole releases again"
                     )
         return tuple(damaged), restored
 
