@@ -222,7 +222,7 @@ def archive_is_cheaper(missing: int, missing_bytes: int, archive_size: int | Non
     return archive_size <= missing_bytes + missing * GET_COST_BYTES
 
 
-# -- listing: where a flat listing splits in two (engine/listing.py) --------------------------------------------
+# -- listing: where a flat listing splits in two (engine/listing.py) ---------------------------------------
 def shared_folder(keys: Sequence[str], prefix: str) -> str:
     """The deepest folder (ending in '/', or `prefix` itself) that holds every key of `keys` (sorted; all
     under `prefix`): where the rest of a listing that began with these keys is best looked at."""

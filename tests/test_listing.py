@@ -23,7 +23,7 @@ PAGE = 10
 
 
 def layouts() -> dict[str, dict[str, bytes]]:
-    """The layouts the request bound must hold on (issue: flat, one folder per pipeline, deep, huge folders)."""
+    """The layouts the request bound must hold on: flat, one folder per pipeline, deep, huge folders."""
     body = b"x = 1\n"
     return {
         "flat": {f"dags/f{i:04d}.py": body for i in range(95)},

@@ -61,7 +61,8 @@ class Lister:
         if first.next_token is not None and first.objects:
             last = first.objects[-1].key
             async with asyncio.TaskGroup() as tg:
-                split = tg.create_task(self._split(shared_folder([o.key for o in first.objects], prefix), last))
+                folder = shared_folder([o.key for o in first.objects], prefix)
+                split = tg.create_task(self._split(folder, last))
                 held = tg.create_task(self._range_b(split))
                 await self._range_a(collisions, first.next_token, split)
             for page in held.result():
@@ -74,7 +75,9 @@ class Lister:
         entries = sorted([o.key for o in page.objects] + list(page.prefixes))
         return split_key(entries, after=last, truncated=page.next_token is not None)
 
-    async def _range_a(self, collisions: CollisionFilter, token: str, split: asyncio.Task[str | None]) -> None:
+    async def _range_a(
+        self, collisions: CollisionFilter, token: str, split: asyncio.Task[str | None]
+    ) -> None:
         """Page 1's continuation, fed on at once, up to and including the split key."""
         next_token: str | None = token
         while next_token is not None:
