@@ -124,9 +124,11 @@ class Lister:
 
     # -- fan-out over sub-prefixes -----------------------------------------------------------------------
     async def _fan_out(self) -> None:
+        def more(item: tuple[str, int]) -> None:  # `pool` is bound by the time a subtree finds a folder
+            pool.put_nowait(item)
+
         pool: WorkerPool[tuple[str, int]] = WorkerPool(
-            partial(self._list_subtree, lambda item: pool.put_nowait(item)),
-            workers=self._ctx.config.list_concurrency,
+            partial(self._list_subtree, more), workers=self._ctx.config.list_concurrency
         )
         async with asyncio.TaskGroup() as tg:
             pool.start(tg)
