@@ -3,7 +3,7 @@ delete guard allows it. No I/O: every input is data, so each rule is testable wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Set
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
 
 from dagmirror.manifest import FileEntry
 from dagmirror.models import (
@@ -220,3 +220,30 @@ def archive_is_cheaper(missing: int, missing_bytes: int, archive_size: int | Non
     if archive_size is None or missing < 2:
         return False
     return archive_size <= missing_bytes + missing * GET_COST_BYTES
+
+
+# -- listing: where a flat listing splits in two (engine/listing.py) ---------------------------------------
+def shared_folder(keys: Sequence[str], prefix: str) -> str:
+    """The deepest folder (ending in '/', or `prefix` itself) that holds every key of `keys` (sorted; all
+    under `prefix`): where the rest of a listing that began with these keys is best looked at."""
+    if not keys:
+        return prefix
+    first, last = keys[0], keys[-1]  # sorted: what the first and the last share, every key shares
+    common = len(prefix)
+    while common < min(len(first), len(last)) and first[common] == last[common]:
+        common += 1
+    cut = first.rfind("/", len(prefix), common)
+    return first[: cut + 1] if cut >= 0 else prefix
+
+
+def split_key(entries: Sequence[str], *, after: str, truncated: bool) -> str | None:
+    """Where to split the rest of a flat listing in two, given the sorted keys and common prefixes that one
+    delimiter page found after key `after` (the first page's last): range A lists keys up to the split key,
+    range B those after it. Any key after `after` splits correctly (the collision filter sees both ranges
+    in order); this one balances them by the entries the page shows: its middle, or its last entry when
+    more remain unseen. A common prefix can sort before `after` (its folder holds `after`): never a split.
+    None: fewer than two entries, so no split is worth a page."""
+    beyond = [e for e in entries if e > after]
+    if len(beyond) < 2:
+        return None
+    return beyond[-1] if truncated else beyond[len(beyond) // 2 - 1]

@@ -127,8 +127,10 @@ async def test_missing_bucket_fails_the_pass_as_a_config_error(tmp_path: Path) -
 class StaleListing(MemorySource):
     """Lists ETags that are out of date, as a listing racing a rewrite can."""
 
-    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
-        page = await super().list_page(prefix, delimiter=delimiter, token=token)
+    async def list_page(
+        self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
+    ) -> ListPage:
+        page = await super().list_page(prefix, delimiter=delimiter, token=token, start_after=start_after)
         stale = tuple(RemoteObject(o.key, "0" * 32, o.size) for o in page.objects)
         return ListPage(stale, page.prefixes, page.next_token)
 

@@ -105,7 +105,7 @@ class MirrorConfig:
     profile: str | None = None
     concurrency: int = DEFAULT_CONCURRENCY
     list_concurrency: int = 8
-    fanout_depth: int = 1  # delimiter levels listed before flat listing: see docs/architecture.md
+    fanout_depth: int = 0  # 0: flat, split in two; N: fan out N delimiter levels (docs/architecture.md)
     filters: PathFilter = field(default_factory=PathFilter)
     max_delete_fraction: float = 0.5
     allow_mass_delete: bool = False

@@ -20,8 +20,11 @@ from dagmirror.models import FetchedObject, ListPage, NotModified, StoredObject
 class ObjectSource(Protocol):
     """One bucket. Implementations raise only dagmirror.errors.SourceError subclasses."""
 
-    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
-        """One ListObjectsV2 page under `prefix`, sorted by key; with `delimiter`, '/' groups sub-prefixes."""
+    async def list_page(
+        self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
+    ) -> ListPage:
+        """One ListObjectsV2 page under `prefix`, sorted by key; with `delimiter`, '/' groups sub-prefixes.
+        `start_after`: only keys after it (S3's StartAfter; ignored with a `token`, as S3 ignores it)."""
         ...
 
     async def get(

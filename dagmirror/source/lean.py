@@ -88,12 +88,16 @@ class LeanS3:
         self._proxy: URL | None = proxy[0] if proxy else None
         self._proxy_auth: aiohttp.BasicAuth | None = proxy[1] if proxy else None
 
-    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
+    async def list_page(
+        self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
+    ) -> ListPage:
         query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
         if delimiter:
             query["delimiter"] = "/"
         if token:
             query["continuation-token"] = token
+        elif start_after:
+            query["start-after"] = start_after
         status, headers, body = await self._request(self._root, query, {}, limit=LIST_PAGE_LIMIT)
         if status != 200:
             raise _error(status, headers, body)
@@ -234,9 +238,11 @@ class LeanSource:
         translator = Translator(bucket, redact_url(endpoint), RequestCounter(), lean_error)
         return cls(s3, translator, stack, deadline=request_deadline(config))
 
-    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
+    async def list_page(
+        self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
+    ) -> ListPage:
         async with self._translator.request("LIST", prefix, self._deadline):
-            page = await self._s3.list_page(prefix, delimiter=delimiter, token=token)
+            page = await self._s3.list_page(prefix, delimiter=delimiter, token=token, start_after=start_after)
         self._counter.add("LIST")
         return page
 

@@ -40,9 +40,12 @@ class MemorySource:
         self.objects[key] = body
         self.metadata[key] = metadata
 
-    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
+    async def list_page(
+        self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
+    ) -> ListPage:
         await self._enter("LIST", prefix)
-        keys = sorted(k for k in self.objects if k.startswith(prefix))
+        after = None if token else start_after  # as S3: StartAfter is ignored with a continuation token
+        keys = sorted(k for k in self.objects if k.startswith(prefix) and (after is None or k > after))
         entries: list[str] = []
         for key in keys:
             rest = key[len(prefix) :]

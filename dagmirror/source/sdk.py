@@ -48,9 +48,12 @@ class SdkSource:
         endpoint = redact_url(str(client.meta.endpoint_url))
         return cls(client, config.source.bucket, endpoint, stack, deadline=request_deadline(config))
 
-    async def list_page(self, prefix: str, *, delimiter: bool, token: str | None) -> ListPage:
+    async def list_page(
+        self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
+    ) -> ListPage:
+        params = _list_params(self._bucket, prefix, delimiter, token, start_after)
         async with self._translator.request("LIST", prefix, self._deadline):
-            resp = await self._client.list_objects_v2(**_list_params(self._bucket, prefix, delimiter, token))
+            resp = await self._client.list_objects_v2(**params)
             self._counter.add("LIST")  # answered; a page that cannot be trusted counts as an error too
             return list_page(resp)
 
@@ -95,12 +98,16 @@ async def open_client(stack: AsyncExitStack, config: MirrorConfig, session: Any)
         raise SourceConfigError(f"cannot create S3 client: {exc}") from None
 
 
-def _list_params(bucket: str, prefix: str, delimiter: bool, token: str | None) -> dict[str, Any]:
+def _list_params(
+    bucket: str, prefix: str, delimiter: bool, token: str | None, start_after: str | None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
     if delimiter:
         params["Delimiter"] = "/"
     if token:
         params["ContinuationToken"] = token
+    elif start_after:
+        params["StartAfter"] = start_after
     return params
 
 
