@@ -177,7 +177,10 @@ class Pipeline:
         tree = {p: w.body for p, w in request.wanted.items() if w.body is not None}
         tree |= dict(zip(kept, await self.bucket.pool(kept, fetch), strict=True))
         result = await parse_with_airflow(
-            tree, python=self.config.airflow_python, seconds=self.config.airflow_timeout
+            tree,
+            python=self.config.airflow_python,
+            seconds=self.config.airflow_timeout,
+            confine=self.config.airflow_sandbox,
         )
         problems, notes = dag_problems(result, set(request.wanted), request.env)
         if problems:
