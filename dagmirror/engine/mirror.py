@@ -54,7 +54,7 @@ class Mirror:
         self._clock = clock
         self._tree = Tree(config.work_dir, fsync=config.fsync)
         self._generations = Generations(config, clock=clock) if config.switch == "symlink" else None
-        self._bodies = ContentStore(self._tree.meta)
+        self._bodies = ContentStore(self._tree.meta, self._tree.meta_fd)
         self._state: State | None = None
         self._pass_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(
@@ -168,14 +168,16 @@ class Mirror:
             journal: list[str] = []
             if not self.config.dry_run:
                 journal = await loop.run_in_executor(self._executor, self._tree.open)
-            self._state = await loop.run_in_executor(
-                self._executor, load_state, self._tree.meta, str(self.config.source)
-            )
+            self._state = await loop.run_in_executor(self._executor, self._read_state)
             if adopt_journal(self._state, journal):
                 log.info("recovered %d paths from an interrupted pass", len(journal))
         elif not self.config.dry_run:
             await loop.run_in_executor(self._executor, self._tree.clean_temps)
         return self._state
+
+    def _read_state(self) -> State:
+        with self._tree.meta_handle() as meta_fd:
+            return load_state(meta_fd, self._tree.meta, str(self.config.source))
 
     def _note_rejection(self, rejection: Rejection) -> None:
         if rejection.key not in self._logged_rejections:
