@@ -31,3 +31,32 @@ def test_the_airflow_sandbox_shows_the_interpreter_and_the_work_folder_but_not_t
     assert not any(b == os.path.expanduser("~") or b.startswith("/home") for b in binds)
     assert "--unshare-all" in argv
     assert argv[argv.index("--") + 1] == "/opt/af/bin/python"
+
+
+FORGED = "\x1b]0;owned\x07\x1b[2Jus-east-1\ndagmirror: error: all is well\r\u202e"
+
+
+def test_a_servers_region_header_and_error_message_reach_errors_as_one_printable_line() -> None:
+    from dagmirror.source._translate import classify
+    from dagmirror.source.lean import LeanHTTPError, lean_error
+
+    moved = lean_error(LeanHTTPError(301, "PermanentRedirect", "", {"x-amz-bucket-region": FORGED}), "GET k")
+    denied = classify("AccessDenied", 403, FORGED * 100, "GET k")
+    for error in (moved, denied):
+        text = str(error)
+        assert not any(c in text for c in "\x1b\x07\n\r\u202e"), text
+    assert str(moved) == "GET k: the bucket is in another region: pass --region"
+    assert len(str(denied)) < 400
+
+
+def test_cli_errors_never_print_a_control_character_or_an_extra_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dagmirror.cli.app import die
+    from dagmirror.errors import SourceConfigError
+
+    with pytest.raises(SystemExit):
+        die(SourceConfigError(f"listing: {FORGED}"), 0)
+    err = capsys.readouterr().err
+    assert all(line.startswith("dagmirror: error: ") for line in err.splitlines())
+    assert not any(c in err for c in "\x1b\x07\r\u202e")

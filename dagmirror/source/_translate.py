@@ -22,6 +22,7 @@ from dagmirror.errors import (
     SourceConfigError,
     SourceError,
     SourceUnavailable,
+    printable,
 )
 from dagmirror.source._wire import BodyTooLarge, UntrustedXML
 
@@ -149,7 +150,9 @@ class _Request:
 
 
 def classify(code: str, status: int, message: str, where: str) -> Exception:
-    """An S3 error answer (its code, HTTP status and message) -> the dagmirror error it means."""
+    """An S3 error answer (its code, HTTP status and message) -> the dagmirror error it means. The code and
+    message are the server's words: one printable line each, cut short, before they join any error."""
+    code, message = printable(code, 64), printable(message, 300)
     if code == "304" or status == 304:
         return NotModifiedSignal()
     if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
@@ -167,5 +170,6 @@ def classify(code: str, status: int, message: str, where: str) -> Exception:
 
 
 def first_line(value: object) -> str:
+    """The first line of an error's text (often a server's or the SDK's words), printable and cut short."""
     text = str(value).strip()
-    return text.splitlines()[0] if text else ""
+    return printable(text.splitlines()[0], 300) if text else ""

@@ -258,11 +258,16 @@ class LeanSource:
         await self._stack.aclose()
 
 
+_REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+){1,4}$")
+
+
 def lean_error(exc: BaseException, where: str) -> Exception | None:
     """An S3 error answer over plain HTTP -> dagmirror error; everything else is mapped in _translate.py."""
     if not isinstance(exc, LeanHTTPError):
         return None
     if "x-amz-bucket-region" in exc.headers and exc.status in (301, 400):
         region = exc.headers["x-amz-bucket-region"]
+        if not _REGION.match(region):  # a header is the server's word: only a region name is repeated
+            return SourceConfigError(f"{where}: the bucket is in another region: pass --region")
         return SourceConfigError(f"{where}: the bucket is in region {region}: pass --region {region}")
     return classify(exc.code, exc.status, exc.message, where)
