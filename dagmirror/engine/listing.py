@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from dagmirror.engine.context import PassContext
+from dagmirror.errors import SourceError
 from dagmirror.models import Rejection, RemoteObject
 from dagmirror.plan import CollisionFilter
 from dagmirror.pool import WorkerPool
@@ -30,6 +31,7 @@ class Lister:
         self._ctx = ctx
         self._emit = emit
         self.listed_any = False  # whether the listing returned anything at all (the delete guard asks)
+        self._entries = 0  # objects and prefixes listed in this pass, against config.max_objects
         self._pool: WorkerPool[tuple[str, int]] = WorkerPool(
             self._list_subtree, workers=ctx.config.list_concurrency
         )
@@ -56,6 +58,7 @@ class Lister:
             entries: list[tuple[str, RemoteObject | None]] = [(o.key, o) for o in page.objects]
             entries += [(p, None) for p in page.prefixes]
             entries.sort(key=lambda e: e[0])
+            self._count(len(entries))
             self.listed_any = self.listed_any or bool(entries)
             batch = Batch()
             for key, obj in entries:
@@ -69,3 +72,13 @@ class Lister:
             if token is None:
                 break
         await self._emit(Batch(collisions.finish()))
+
+    def _count(self, entries: int) -> None:
+        self._entries += entries
+        limit = self._ctx.config.max_objects
+        if self._entries > limit:  # fails the pass before any delete, like any listing error
+            raise SourceError(
+                f"listing of {self._ctx.prefix!r} passed {limit} objects (max_objects): refusing the pass",
+                transient=False,
+                code="TooManyObjects",
+            )

@@ -24,7 +24,7 @@ from dagmirror.errors import (
     SourceUnavailable,
     printable,
 )
-from dagmirror.source._wire import BodyTooLarge, UntrustedXML
+from dagmirror.source._wire import BodyTooLarge, PageTooLarge, UntrustedXML
 
 # A transport's own exceptions -> a dagmirror error (None: not one of its own). The str is where it happened.
 Mapper = Callable[[BaseException, str], Exception | None]
@@ -100,6 +100,8 @@ class Translator:
         mapped = self._mapper(exc, where)
         if mapped is not None:
             return mapped
+        if isinstance(exc, PageTooLarge):
+            return SourceError(f"{where}: {exc}", transient=False, code="PageTooLarge")
         if isinstance(exc, BodyTooLarge):
             return SourceError(f"{where}: {exc}", transient=False, code="BodyTooLarge")
         if isinstance(exc, (UntrustedXML, ElementTree.ParseError)):

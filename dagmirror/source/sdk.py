@@ -24,7 +24,14 @@ from dagmirror.source._translate import (
     get_deadline,
     request_deadline,
 )
-from dagmirror.source._wire import fetched_object, next_token, read_bounded, strip_etag
+from dagmirror.source._wire import (
+    MAX_KEYS_PER_PAGE,
+    check_page_entries,
+    fetched_object,
+    next_token,
+    read_bounded,
+    strip_etag,
+)
 from dagmirror.source.credentials import sdk_session
 
 
@@ -96,7 +103,7 @@ async def open_client(stack: AsyncExitStack, config: MirrorConfig, session: Any)
 
 
 def _list_params(bucket: str, prefix: str, delimiter: bool, token: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": MAX_KEYS_PER_PAGE}
     if delimiter:
         params["Delimiter"] = "/"
     if token:
@@ -107,6 +114,7 @@ def _list_params(bucket: str, prefix: str, delimiter: bool, token: str | None) -
 def list_page(resp: dict[str, Any]) -> ListPage:
     """A ListObjectsV2 answer as the SDK parsed it -> ListPage."""
     token = next_token(bool(resp.get("IsTruncated")), resp.get("NextContinuationToken"))
+    check_page_entries(len(resp.get("Contents", ())) + len(resp.get("CommonPrefixes", ())))
     objects = tuple(
         RemoteObject(o["Key"], strip_etag(o.get("ETag", "")), int(o.get("Size", 0)))
         for o in resp.get("Contents", ())
