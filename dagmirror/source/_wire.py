@@ -27,7 +27,7 @@ class UntrustedXML(ValueError):
 
 
 class PageTooLarge(Exception):
-    """A LIST page with more entries or bytes than S3 ever sends: refused, never retried (docs/security.md)."""
+    """A LIST page with more entries than S3 ever sends: refused, never retried (docs/security.md)."""
 
 
 def check_page_entries(count: int) -> None:

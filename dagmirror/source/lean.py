@@ -166,7 +166,7 @@ def parse_list(body: bytes) -> ListPage:
     """A ListObjectsV2 result -> ListPage. Namespace-agnostic: servers differ. Keys are URL-decoded only when
     the server says it encoded them (<EncodingType>url</EncodingType>), as the SDK does: a server that ignores
     encoding-type sends `a+b.py` raw, and decoding it would name a different key. Parsed as a stream, each
-    entry dropped once read, and refused at its 1,001st entry: a hostile page costs no more than a real one."""
+    entry dropped once read, refused at its 1,001st entry: a hostile page costs no more than a real one."""
     encoded, truncated, token = False, False, None
     raw: list[tuple[str, str, str]] = []  # (key, etag, size) as sent
     prefixes: list[str] = []
