@@ -60,3 +60,25 @@ def test_cli_errors_never_print_a_control_character_or_an_extra_line(
     err = capsys.readouterr().err
     assert all(line.startswith("dagmirror: error: ") for line in err.splitlines())
     assert not any(c in err for c in "\x1b\x07\r\u202e")
+
+
+async def test_an_os_error_in_the_tree_code_is_a_reported_pass_failure_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from dagmirror import Mirror, MirrorConfig
+    from dagmirror.errors import PassFailed
+    from dagmirror.install import Tree
+    from dagmirror.retry import RetryPolicy
+    from dagmirror.source.memory import MemorySource
+
+    def out_of_fds(*_: object, **__: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    source = MemorySource({"dags/a.py": b"A = 1\n"})
+    cfg = MirrorConfig.create("s3://bkt/dags/", tmp_path, retry=RetryPolicy(attempts=1))
+    monkeypatch.setattr(Tree, "write_meta", out_of_fds)
+    async with Mirror(cfg, source=source) as mirror:
+        with pytest.raises(PassFailed, match="Too many open files"):
+            await mirror.sync_once()

@@ -17,6 +17,7 @@ from dagmirror.engine.syncpass import run_pass
 from dagmirror.engine.tally import Progress
 from dagmirror.errors import (
     DagmirrorError,
+    InstallError,
     ObjectVanished,
     PassFailed,
     SourceConfigError,
@@ -124,7 +125,16 @@ class Mirror:
         return True
 
     async def sync_once(self) -> SyncReport:
-        """One pass. Raises PassFailed if the listing could not complete (nothing is deleted then)."""
+        """One pass. Raises PassFailed if the listing could not complete (nothing is deleted then), or if
+        DEST itself failed under it (EMFILE, EIO...): a failed pass, reported and retried, never a crash."""
+        try:
+            return await self._sync_once()
+        except* OSError as group:
+            cause = _first_os_error(group)
+            why = f"{self.config.work_dir}: {cause.strerror or cause}"
+            raise PassFailed(f"pass failed on DEST: {why}", InstallError(why)) from None
+
+    async def _sync_once(self) -> SyncReport:
         async with self._pass_lock:
             source = await self.open()
             ctx = PassContext(
@@ -183,3 +193,10 @@ class Mirror:
         if rejection.key not in self._logged_rejections:
             self._logged_rejections.add(rejection.key)
             log.warning("rejected key %r: %s", rejection.key, rejection.reason)
+
+
+def _first_os_error(group: BaseExceptionGroup[OSError]) -> OSError:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, OSError) else OSError(str(first))
