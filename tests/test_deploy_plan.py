@@ -340,3 +340,12 @@ def test_exclude_flags_add_to_the_configured_excludes_and_never_replace_them(tmp
     config = load_deploy_config(path, {}, {"exclude": ["scratch/*"]})
     assert "vendor/**" in config.exclude
     assert "scratch/*" in config.exclude
+
+
+def test_exclude_from_the_environment_adds_to_the_configured_excludes_and_never_replaces_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "dagmirror.toml"
+    path.write_text('[deploy]\nbucket_url = "s3://bkt/dags"\nexclude = ["vendor/**"]\n')
+    config = load_deploy_config(path, {"DAGMIRROR_DEPLOY_EXCLUDE": "scratch/*"}, {"exclude": ["tmp/*"]})
+    assert {"vendor/**", "scratch/*", "tmp/*"} <= set(config.exclude)

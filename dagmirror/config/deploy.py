@@ -117,14 +117,20 @@ def load_deploy_config(
     }
     if path is not None and isinstance(values.get("root"), str):
         values["root"] = str(path.parent / values["root"])  # a file's root is relative to the file
+    # Excludes protect files from a folder deploy's deletes: each layer (file, environment, flags) adds to
+    # them, none replaces them.
+    layers = [values.pop("exclude", None)]
     for key, typ in KEYS.items():
         raw = environ.get(f"DAGMIRROR_DEPLOY_{key.upper()}")
         if raw is not None:
             values[key] = env_value(f"DAGMIRROR_DEPLOY_{key.upper()}", typ, raw, errors)
-    protected = tuple(values.get("exclude") or ())
-    values |= {k: v for k, v in flags.items() if v is not None}
-    if flags.get("exclude"):  # add to the configured excludes, never replace them: they protect files
-        values["exclude"] = [*protected, *[e for e in flags["exclude"] if e not in protected]]
+    layers += [values.pop("exclude", None), flags.get("exclude")]
+    values |= {k: v for k, v in flags.items() if v is not None and k != "exclude"}
+    excludes: list[str] = []
+    for layer in layers:
+        excludes += [e for e in layer or () if e not in excludes]
+    if excludes:
+        values["exclude"] = excludes
     values = {k: v for k, v in values.items() if v is not None}
     for key, value in values.items():
         _check_range(key, key, value, errors)
