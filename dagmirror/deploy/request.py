@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from dagmirror.config.deploy import DeployConfig
-from dagmirror.deploy.bucket import Bucket
+from dagmirror.deploy.bucket import SIZE_ROOM, Bucket
 from dagmirror.deploy.local import git_info, read_local
 from dagmirror.deploy.plan import Origin, Wanted, live_by_path
 from dagmirror.deploy.publish import Publisher
 from dagmirror.deploy.record import (
+    MAX_RECORD_BYTES,
     StoredDeploy,
     check_deploy_id,
     find_record,
@@ -214,7 +215,7 @@ async def _source_release(
 
     async def fetch(item: tuple[str, FileEntry]) -> Wanted | str:
         path, entry = item
-        body = (await bucket.get_version(body_key(entry.sha256), None)).body
+        body = (await bucket.get_version(body_key(entry.sha256), None, max_bytes=entry.size + SIZE_ROOM)).body
         if sha256_hex(body) != entry.sha256:
             return f"{path}: body {entry.sha256} in the bucket does not match its SHA-256"
         origin = Origin(body_key(entry.sha256), None)
@@ -227,7 +228,7 @@ async def _source_release(
 async def _read_record(bucket: Bucket, env: str, deploy_id: str) -> StoredDeploy:
     """The one exact record of `deploy_id` (record.find_record), its contents checked against the ask."""
     found = find_record(await bucket.list_stamped(records_prefix(env)), env, deploy_id)
-    body = (await bucket.get_version(found.key, None)).body
+    body = (await bucket.get_version(found.key, None, max_bytes=MAX_RECORD_BYTES)).body
     return parse_record(body, found.key, deploy_id=deploy_id, env=env)
 
 
@@ -237,7 +238,7 @@ async def _fetch_verified(bucket: Bucket, item: tuple[str, LiveObject]) -> Wante
     store = await bucket.store()
 
     async def once() -> Wanted:  # a body that fails its check is fetched again, like a failed request
-        fetched = await store.get_version(obj.key, obj.version_id)
+        fetched = await store.get_version(obj.key, obj.version_id, max_bytes=obj.size + SIZE_ROOM)
         digest = verify(fetched)
         body = fetched.body
         return Wanted(path, len(body), _md5(body), digest, body, Origin(obj.key, obj.version_id))
