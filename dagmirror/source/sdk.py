@@ -25,7 +25,9 @@ from dagmirror.source._translate import (
     request_deadline,
 )
 from dagmirror.source._wire import (
+    LIST_PAGE_BYTES,
     MAX_KEYS_PER_PAGE,
+    PageTooLarge,
     check_page_entries,
     fetched_object,
     next_token,
@@ -94,12 +96,22 @@ async def open_client(stack: AsyncExitStack, config: MirrorConfig, session: Any)
         s3={"addressing_style": "path"} if config.endpoint_url is not None else None,
     )
     try:
-        return await stack.enter_async_context(
+        client = await stack.enter_async_context(
             session.client("s3", endpoint_url=config.endpoint_url, config=sdk_config)
         )
     except BotoCoreError as exc:
         await stack.aclose()
         raise SourceConfigError(f"cannot create S3 client: {exc}") from None
+    client.meta.events.register("before-parse.s3.ListObjectsV2", _refuse_oversized_page)
+    return client
+
+
+def _refuse_oversized_page(response_dict: dict[str, Any], **_: Any) -> None:
+    """Before botocore turns a LIST page into dicts (about 900 bytes of memory per entry): a page larger
+    than S3 ever sends is refused. The SDK has read the body whole by then; only the parse is saved."""
+    body = response_dict.get("body") or b""
+    if len(body) > LIST_PAGE_BYTES:
+        raise PageTooLarge(f"LIST page of {len(body)} bytes exceeds the LIST page limit {LIST_PAGE_BYTES}")
 
 
 def _list_params(bucket: str, prefix: str, delimiter: bool, token: str | None) -> dict[str, Any]:
