@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from dagmirror.devtools.corpus import create_bucket
 
@@ -57,31 +58,22 @@ def test_rollback_counts_only_the_exact_record_of_a_deploy_not_planted_lookalike
     assert a_py(s3, bucket) == b"A = 1\n"
 
 
-def test_rollback_refuses_when_two_records_claim_one_deploy(
-    s3: Any, moto_endpoint: str, tmp_path: Path
+@pytest.mark.parametrize("planted_as", ["a second record of the deploy", "the record of another id"])
+def test_rollback_refuses_two_records_of_one_deploy_and_a_record_about_another_deploy(
+    s3: Any, moto_endpoint: str, tmp_path: Path, planted_as: str
 ) -> None:
     bucket, (first, second, _) = three_deploys(s3, moto_endpoint, tmp_path)
-    planted = record_of(s3, bucket, second) | {"deploy_id": first["deploy_id"]}
-    key = f"{RECORDS}99990101T000000.000000Z-{first['deploy_id']}.json"
+    if planted_as == "a second record of the deploy":
+        asked, planted = first["deploy_id"], record_of(s3, bucket, second) | {"deploy_id": first["deploy_id"]}
+        why = f"more than one record claims deploy {asked}"
+    else:  # a well-named record whose contents say it is first's
+        asked, planted = "0123456789ab", record_of(s3, bucket, first)
+        why = f"is about deploy '{first['deploy_id']}'"
+    key = f"{RECORDS}99990101T000000.000000Z-{asked}.json"
     s3.put_object(Bucket=bucket, Key=key, Body=orjson.dumps(planted))
-    back = cli("rollback", bucket, moto_endpoint, "--to", first["deploy_id"])
+    back = cli("rollback", bucket, moto_endpoint, "--to", asked)
     assert back.code == 2
-    assert f"more than one record claims deploy {first['deploy_id']}" in back.stderr
-    assert a_py(s3, bucket) == b"A = 3\n"
-
-
-def test_rollback_refuses_a_record_whose_contents_are_about_another_deploy(
-    s3: Any, moto_endpoint: str, tmp_path: Path
-) -> None:
-    bucket, (first, _, _) = three_deploys(s3, moto_endpoint, tmp_path)
-    fake_id = "0123456789ab"
-    planted = record_of(s3, bucket, first)  # says deploy_id = first's, under another id's name
-    s3.put_object(
-        Bucket=bucket, Key=f"{RECORDS}99990101T000000.000000Z-{fake_id}.json", Body=orjson.dumps(planted)
-    )
-    back = cli("rollback", bucket, moto_endpoint, "--to", fake_id)
-    assert back.code == 2
-    assert f"is about deploy '{first['deploy_id']}'" in back.stderr
+    assert why in back.stderr
     assert a_py(s3, bucket) == b"A = 3\n"
 
 
