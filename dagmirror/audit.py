@@ -8,6 +8,7 @@ failed shipment is idempotent. `<date>.jsonl.shipped` remembers how many bytes a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -17,13 +18,15 @@ from typing import Any
 
 import orjson
 
+from dagmirror.dirfd import PRIVATE_DIR, open_regular, read_regular, write_all
 from dagmirror.errors import DagmirrorError
 from dagmirror.models import SyncReport
 from dagmirror.source import ObjectSink
 
 log = logging.getLogger("dagmirror")
 S3_PREFIX = "metadata/sync-logs"
-_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+MAX_DAY_BYTES = 256 << 20  # one day's file; a larger one is not shipped (logged), never read whole
 
 
 def audit_record(report: SyncReport, *, mapping: str, pass_id: str, host: str, at: float) -> dict[str, Any]:
@@ -78,7 +81,9 @@ class AuditLog:
         try:
             dir_fd = self._open_dir(create=True)
             try:
-                fd = os.open(self._file_for(now).name, _APPEND, 0o644, dir_fd=dir_fd)
+                # O_NONBLOCK (regular files only): append runs on the event loop, and a FIFO planted
+                # here must fail at once, not block it
+                fd = open_regular(self._file_for(now).name, _APPEND, dir_fd, 0o644)
                 try:
                     os.write(fd, line)  # one write of one line: concurrent appenders never interleave
                 finally:
@@ -93,41 +98,69 @@ class AuditLog:
     async def ship(self, sink: ObjectSink, *, prefix: str = S3_PREFIX) -> int:
         """Upload each day file that grew since its last shipment to `<prefix>/<host>/<date>.jsonl`;
         failures are logged and retried later.
-        Files are read and markers written through the folder's fd with O_NOFOLLOW: a link planted in the
-        folder can neither make us upload another file nor overwrite one outside it."""
+        Files are read and markers written through the folder's fd with O_NOFOLLOW and O_NONBLOCK, in a
+        thread: a link planted in the folder can neither make us upload another file nor overwrite one
+        outside it, and a FIFO or device planted there is skipped, never waited on by the event loop."""
         shipped = 0
+        for name in await asyncio.to_thread(self._day_files):
+            body = await asyncio.to_thread(self._unshipped, name)
+            if body is None:
+                continue
+            try:
+                await sink.put(f"{prefix.rstrip('/')}/{self.host}/{name}", body)
+            except DagmirrorError as exc:
+                log.warning("audit shipment of %s failed, will retry: %s", name, exc)
+                return shipped
+            await asyncio.to_thread(self._mark_shipped, name, len(body))
+            shipped += 1
+        return shipped
+
+    def _day_files(self) -> list[str]:
         try:
             dir_fd = self._open_dir(create=False)
         except OSError as exc:
             if not isinstance(exc, FileNotFoundError):
                 log.warning("audit folder %s unusable: %s", self.directory, exc)
-            return 0
+            return []
         try:
-            for name in sorted(n for n in os.listdir(dir_fd) if n.endswith(".jsonl")):
-                try:
-                    body = _read(name, dir_fd)
-                    done = int(_read(name + ".shipped", dir_fd) or 0)
-                except FileNotFoundError:
-                    done = 0
-                except (OSError, ValueError) as exc:
-                    log.warning("audit file %s unreadable: %s", name, exc)
-                    continue
-                if len(body) <= done:
-                    continue
-                try:
-                    await sink.put(f"{prefix.rstrip('/')}/{self.host}/{name}", body)
-                except DagmirrorError as exc:
-                    log.warning("audit shipment of %s failed, will retry: %s", name, exc)
-                    return shipped
-                _write_marker(name + ".shipped", str(len(body)).encode(), dir_fd)
-                shipped += 1
+            return sorted(n for n in os.listdir(dir_fd) if n.endswith(".jsonl"))
         finally:
             os.close(dir_fd)
-        return shipped
+
+    def _unshipped(self, name: str) -> bytes | None:
+        """The day file `name` when it grew since its last shipment; None when not, or unreadable."""
+        try:
+            dir_fd = self._open_dir(create=False)
+            try:
+                body = read_regular(name, dir_fd, MAX_DAY_BYTES)
+                try:
+                    done = int(read_regular(name + ".shipped", dir_fd, 32) or 0)
+                except FileNotFoundError:
+                    done = 0
+            finally:
+                os.close(dir_fd)
+        except (OSError, ValueError) as exc:
+            log.warning("audit file %s unreadable: %s", name, exc)
+            return None
+        return body if len(body) > done else None
+
+    def _mark_shipped(self, name: str, size: int) -> None:
+        try:
+            dir_fd = self._open_dir(create=False)
+            try:
+                fd = open_regular(name + ".shipped", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, dir_fd)
+                try:
+                    write_all(fd, str(size).encode())
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:  # shipped again next time: the PUT is idempotent
+            log.warning("audit marker for %s not written: %s", name, exc)
 
     def _open_dir(self, *, create: bool) -> int:
         if create:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         # The default folder lives inside DEST, where anyone who can write DEST could plant a link; a folder
         # the operator chose (--audit-dir) may legitimately be one.
         nofollow = os.O_NOFOLLOW if self.directory.parent.name == ".dagmirror" else 0
@@ -135,17 +168,3 @@ class AuditLog:
 
     def _file_for(self, at: float) -> Path:
         return self.directory / (time.strftime("%Y-%m-%d", time.gmtime(at)) + ".jsonl")
-
-
-def _read(name: str, dir_fd: int) -> bytes:
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read()
-
-
-def _write_marker(name: str, data: bytes, dir_fd: int) -> None:
-    fd = os.open(
-        name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd
-    )
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)

@@ -11,28 +11,29 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dagmirror.dirfd import DIR_FLAGS, write_all
+from dagmirror.dirfd import open_regular, private_dir, write_all
 from dagmirror.errors import InstallError
 
 BODIES = "bodies"
 
 
 class ContentStore:
-    def __init__(self, meta: Path) -> None:
+    def __init__(self, meta: Path, meta_fd: Callable[[], int]) -> None:
         self.path = meta / BODIES
+        self._meta_fd = (
+            meta_fd  # the held fd of DEST/.dagmirror (install.Tree.meta_fd): never reopened by path
+        )
         self._fd: int | None = None
 
     def open(self) -> None:
-        """Create the folder (never through a symlink)."""
+        """Create the folder 0700 (never through a symlink, never one another user planted)."""
         if self._fd is not None:
             return
         try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.path, 0o755)
-            self._fd = os.open(self.path, DIR_FLAGS)
+            self._fd = private_dir(self._meta_fd(), BODIES)
         except OSError as exc:
             raise InstallError(f"cannot open the content store {self.path}: {exc.strerror or exc}") from None
 
@@ -55,7 +56,7 @@ class ContentStore:
         """The body whose SHA-256 is `digest`, or None when absent or damaged (a damaged entry is removed)."""
         fd = self._require()
         try:
-            body_fd = os.open(digest, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            body_fd = open_regular(digest, os.O_RDONLY, fd)  # a FIFO is refused, never waited on
         except OSError:
             return None
         try:

@@ -20,8 +20,69 @@ from dagmirror.errors import InstallError, PathBlocked
 from dagmirror.models import LocalDigest, LocalStat
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# dagmirror's own files: a symlink planted in their place must make open fail, never redirect a write.
-META_FLAGS = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+# dagmirror's own files: a symlink planted in their place must make open fail, never redirect a write;
+# O_NONBLOCK: a FIFO or device planted there must make open return at once (then `regular` refuses it),
+# never block a thread (a FIFO's open waits for a writer).
+META_FLAGS = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+PRIVATE_DIR = 0o700  # DEST/.dagmirror and its folders: nobody else reads state, journal or bodies
+
+
+class NotRegular(OSError):
+    """A file dagmirror opened is a FIFO, socket or device (planted by someone else), not a regular file."""
+
+
+def regular(fd: int, name: str) -> int:
+    """`fd` if it is a regular file; else it is closed and NotRegular raised."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not statmod.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegular(errno.EINVAL, "not a regular file", name)
+    return fd
+
+
+def open_regular(name: str, flags: int, dir_fd: int, mode: int = 0o600) -> int:
+    """Open `name` below `dir_fd` without following a link or blocking, refusing anything not a regular
+    file (NotRegular)."""
+    return regular(
+        os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dir_fd), name
+    )
+
+
+def read_regular(name: str, dir_fd: int, limit: int) -> bytes:
+    """All of regular file `name` below `dir_fd`; OSError(EFBIG) past `limit` bytes (never read whole)."""
+    fd = open_regular(name, os.O_RDONLY, dir_fd)
+    try:
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes", name)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def private_dir(dir_fd: int, name: str, *, create: bool = True) -> int:
+    """An fd for folder `name` below `dir_fd`: created 0700 when missing, never through a link, and
+    refused (PermissionError) when another user owns it: on a volume others can write (an emptyDir is 0777)
+    a folder planted in its place would get dagmirror's state and temps."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, PRIVATE_DIR, dir_fd=dir_fd)
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    owner = os.fstat(fd).st_uid
+    if owner != os.geteuid():
+        os.close(fd)
+        raise PermissionError(
+            errno.EPERM, f"owned by uid {owner}, not by this process (uid {os.geteuid()})", name
+        )
+    return fd
 
 
 class Unsafe(Exception):
@@ -115,7 +176,7 @@ class DirCache:
                 excess -= 1
 
 
-def cached_dir(root: Path, cache: dict[str, int | None], parent: str) -> int | None:
+def cached_dir(root: Path | int, cache: dict[str, int | None], parent: str) -> int | None:
     if parent not in cache:
         try:
             cache[parent] = walk(root, parent, create=False)
@@ -124,8 +185,9 @@ def cached_dir(root: Path, cache: dict[str, int | None], parent: str) -> int | N
     return cache[parent]
 
 
-def walk(root: Path, parent: str, *, create: bool) -> int:
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def walk(root: Path | int, parent: str, *, create: bool) -> int:
+    """An fd for `parent` below `root` (a path, or an fd held since the start, which is duplicated)."""
+    fd = os.dup(root) if isinstance(root, int) else os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     walked = ""
     try:
         for part in parent.split("/") if parent else ():
@@ -196,7 +258,7 @@ def _hash_file(dir_fd: int | None, name: str, hashers: Sequence[_Hasher]) -> lis
     if dir_fd is None:
         return None
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)  # a FIFO here is refused below, never waited on
     except OSError:
         return None
     try:

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
+# C0/C1 controls (ESC starts terminal sequences; CR and LF would forge lines), DEL, bidi overrides and line
+# separators.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def printable(value: object, limit: int | None = None) -> str:
+    """`value` as one line safe for a terminal or a log: control and disguising characters become '?',
+    and past `limit` characters it is cut (text from a server or the bucket is never trusted to be short)."""
+    text = _UNSHOWABLE.sub("?", str(value))
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
 
 class DagmirrorError(Exception):
     """Base of every error dagmirror raises on purpose."""

@@ -8,6 +8,7 @@ planted anywhere inside DEST can never redirect a write, delete or read outside 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import os
@@ -17,8 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from dagmirror.dirfd import (
-    DIR_FLAGS,
-    META_FLAGS,
     DirCache,
     Unsafe,
     cached_dir,
@@ -26,6 +25,8 @@ from dagmirror.dirfd import (
     digest_at,
     hashes_at,
     lstat_at,
+    open_regular,
+    private_dir,
     split_path,
     walk,
     write_temp,
@@ -47,6 +48,10 @@ class Tree:
         self.meta = root / RESERVED_DIR
         self.fsync = fsync
         self._lock_fd: int | None = None
+        # DEST and DEST/.dagmirror are held open from `open()` on and never reopened by path: a folder
+        # swapped in by another user of the volume is never written to.
+        self._root_fd: int | None = None
+        self._meta_fd: int | None = None
         self._tmp_fd: int | None = None
         self._journal_fd: int | None = None
         self._dirs = DirCache()
@@ -64,27 +69,67 @@ class Tree:
             return self._open()
         except OSError as exc:
             self.close()
-            raise InstallError(f"cannot use {self.root} as destination: {exc.strerror or exc}") from None
+            what = f"{RESERVED_DIR}/{exc.filename}: " if isinstance(exc.filename, str) else ""
+            why = exc.strerror or exc
+            raise InstallError(f"cannot use {self.root} as destination: {what}{why}") from None
 
     def _open(self) -> list[str]:
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.meta.is_symlink():
-            raise InstallError(f"{self.meta} is a symlink; refusing to use it")
-        (self.meta / "tmp").mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.meta / "lock", os.O_RDWR | META_FLAGS, 0o644)
+        self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._meta_fd = self._private(self._root_fd, self.meta)
+        self._tmp_fd = self._private(self._meta_fd, self.meta / "tmp")
+        lock_fd = open_regular("lock", os.O_RDWR | os.O_CREAT, self._meta_fd)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(lock_fd)
             raise DestLocked(f"another dagmirror process is syncing {self.root}") from None
         self._lock_fd = lock_fd
-        self._tmp_fd = os.open(self.meta / "tmp", DIR_FLAGS)
         self.clean_temps()
         return self._read_journal()
 
+    @staticmethod
+    def _private(parent_fd: int, path: Path) -> int:
+        try:
+            return private_dir(parent_fd, path.name)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise InstallError(f"{path} is a symlink or not a folder; refusing to use it") from None
+            if exc.errno == errno.EPERM:
+                raise InstallError(f"{path} is {exc.strerror}; refusing to use it") from None
+            raise
+
+    def meta_fd(self) -> int:
+        """The fd of DEST/.dagmirror held since `open()`."""
+        return self._require(self._meta_fd)
+
+    @contextlib.contextmanager
+    def meta_handle(self) -> Iterator[int | None]:
+        """The held fd of DEST/.dagmirror; before `open()` (a dry run) one opened for this read only, or
+        None when there is none yet."""
+        if self._meta_fd is not None:
+            yield self._meta_fd
+            return
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            meta_fd = private_dir(root_fd, self.meta.name, create=False)
+        except FileNotFoundError:
+            meta_fd = None
+        finally:
+            os.close(root_fd)
+        try:
+            yield meta_fd
+        finally:
+            if meta_fd is not None:
+                os.close(meta_fd)
+
     def close(self) -> None:
         self._dirs.clear()
-        for name in ("_journal_fd", "_tmp_fd", "_lock_fd"):
+        for name in ("_journal_fd", "_tmp_fd", "_lock_fd", "_meta_fd", "_root_fd"):
             fd = getattr(self, name)
             if fd is not None:
                 os.close(fd)
@@ -103,7 +148,8 @@ class Tree:
 
     # -- intent journal: a path is appended before its rename, so a kill -9 cannot orphan a file ------------
     def _read_journal(self) -> list[str]:
-        self._journal_fd = fd = os.open(self.meta / JOURNAL, os.O_RDWR | os.O_APPEND | META_FLAGS, 0o644)
+        meta_fd = self._require(self._meta_fd)
+        self._journal_fd = fd = open_regular(JOURNAL, os.O_RDWR | os.O_APPEND | os.O_CREAT, meta_fd)
         chunks = []
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
@@ -195,8 +241,7 @@ class Tree:
     def write_meta(self, name: str, data: bytes) -> None:
         """Atomically replace DEST/.dagmirror/NAME (the state file). The temp is written in the temp folder,
         so a failed write (a full disk) or a kill -9 leaves nothing that `clean_temps` does not remove."""
-        tmp_fd = self._require(self._tmp_fd)
-        meta_fd = os.open(self.meta, DIR_FLAGS)
+        tmp_fd, meta_fd = self._require(self._tmp_fd), self._require(self._meta_fd)
         temp = f"{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         try:
             write_temp(tmp_fd, temp, data, fsync=self.fsync, meta=self.meta, root=self.root)
@@ -207,14 +252,12 @@ class Tree:
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=tmp_fd)
             raise
-        finally:
-            os.close(meta_fd)
 
     # -- internals -------------------------------------------------------------------------------------------
     def _walk(self, parent: str, *, create: bool) -> int:
         """An fd for DEST/parent reached without following any symlink; InstallError/PathBlocked if unsafe."""
         try:
-            return walk(self.root, parent, create=create)
+            return walk(self._root(), parent, create=create)
         except Unsafe as exc:
             if exc.symlink:
                 raise InstallError(
@@ -226,11 +269,14 @@ class Tree:
     def _dir_cache(self) -> Iterator[_DirLookup]:
         cache: dict[str, int | None] = {}
         try:
-            yield lambda parent: cached_dir(self.root, cache, parent)
+            yield lambda parent: cached_dir(self._root(), cache, parent)
         finally:
             for fd in cache.values():
                 if fd is not None:
                     os.close(fd)
+
+    def _root(self) -> Path | int:
+        return self.root if self._root_fd is None else self._root_fd
 
     @staticmethod
     def _require(fd: int | None) -> int:

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from dagmirror.errors import printable
+
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -40,6 +42,8 @@ class TextFormatter(logging.Formatter):
         mapping = getattr(record, "mapping", None)
         shown = logging.makeLogRecord(record.__dict__)  # a copy: other handlers see the record unchanged
         shown.where = f" [{mapping}]" if mapping else ""
+        # the message may carry a server's or the bucket's words: one printable line (tracebacks, -vv, follow)
+        shown.msg, shown.args = printable(record.getMessage()), None
         return super().format(shown)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from dagmirror.dirfd import read_regular
 from dagmirror.errors import InstallError
 from dagmirror.models import StateEntry, Tombstone
 
@@ -23,6 +24,7 @@ log = logging.getLogger("dagmirror")
 
 STATE_FILE = "state.json"
 VERSION = 1
+MAX_STATE_BYTES = 1 << 30  # about five million entries; a larger file is not one dagmirror wrote
 MAX_TOMBSTONES = 1000
 # A path the intent journal names but the state does not: managed, content unknown (a kill -9 window).
 UNKNOWN = StateEntry(etag="", size=-1, xxh3="", local_size=-1, mtime_ns=-1, ino=-1)
@@ -66,27 +68,29 @@ class State:
         )
 
 
-def load_state(meta_dir: Path, source: str) -> State:
-    """Read the manifest; a missing one is an empty state, an unreadable one is set aside, never fatal."""
+def load_state(meta_fd: int | None, meta_dir: Path, source: str) -> State:
+    """Read the manifest through the held fd of DEST/.dagmirror (None: there is none yet); a missing one is
+    an empty state, an unreadable one is set aside, never fatal. A planted link is not followed, a FIFO or
+    device is refused without blocking, and no more than MAX_STATE_BYTES is read."""
     path = meta_dir / STATE_FILE
+    if meta_fd is None:
+        return State(source)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # a planted symlink is not followed
-        with os.fdopen(fd, "rb") as fh:
-            return _parse(orjson.loads(fh.read()), source)
+        return _parse(orjson.loads(read_regular(STATE_FILE, meta_fd, MAX_STATE_BYTES)), source)
     except FileNotFoundError:
         return State(source)
     except OSError as exc:
-        if exc.errno != errno.ELOOP:  # EIO, EMFILE, EACCES...: the state may be fine; never discard it
+        if exc.errno != errno.ELOOP:  # EIO, EMFILE, EACCES, not a file...: the state may be fine; keep it
             raise InstallError(f"cannot read the state file {path}: {exc.strerror or exc}") from None
-        return _set_aside(path, source, exc)  # a planted symlink: not ours, not followed
+        return _set_aside(meta_fd, path, source, exc)  # a planted symlink: not ours, not followed
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        return _set_aside(path, source, exc)
+        return _set_aside(meta_fd, path, source, exc)
 
 
-def _set_aside(path: Path, source: str, exc: Exception) -> State:
+def _set_aside(meta_fd: int, path: Path, source: str, exc: Exception) -> State:
     aside = path.with_suffix(".corrupt")
     try:
-        path.replace(aside)
+        os.replace(path.name, aside.name, src_dir_fd=meta_fd, dst_dir_fd=meta_fd)
     except OSError as err:
         raise InstallError(
             f"cannot set the unreadable state file {path} aside: {err.strerror or err}"

@@ -317,9 +317,21 @@ def test_a_record_that_points_outside_its_environment_or_lacks_versions_cannot_b
 
 def test_a_malformed_record_is_refused_with_its_name() -> None:
     with pytest.raises(ConfigError, match=r"deploy record k\.json is malformed"):
-        parse_record(b"{not json", "k.json")
+        parse_record(b"{not json", "k.json", deploy_id="x", env="dev")
     with pytest.raises(ConfigError, match="malformed"):
-        parse_record(orjson.dumps({"deploy_id": "x", "env": "dev", "files": [{"path": 1}]}), "k.json")
+        parse_record(
+            orjson.dumps({"deploy_id": "x", "env": "dev", "files": [{"path": 1}]}),
+            "k.json",
+            deploy_id="x",
+            env="dev",
+        )
+    wrong_size = {
+        "deploy_id": "x",
+        "env": "dev",
+        "files": [{"path": "a", "key": "a", "action": "copy", "size": "9"}],
+    }
+    with pytest.raises(ConfigError, match="file field size is str"):
+        parse_record(orjson.dumps(wrong_size), "k.json", deploy_id="x", env="dev")
 
 
 def test_exclude_flags_add_to_the_configured_excludes_and_never_replace_them(tmp_path: Path) -> None:
@@ -328,3 +340,12 @@ def test_exclude_flags_add_to_the_configured_excludes_and_never_replace_them(tmp
     config = load_deploy_config(path, {}, {"exclude": ["scratch/*"]})
     assert "vendor/**" in config.exclude
     assert "scratch/*" in config.exclude
+
+
+def test_exclude_from_the_environment_adds_to_the_configured_excludes_and_never_replaces_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "dagmirror.toml"
+    path.write_text('[deploy]\nbucket_url = "s3://bkt/dags"\nexclude = ["vendor/**"]\n')
+    config = load_deploy_config(path, {"DAGMIRROR_DEPLOY_EXCLUDE": "scratch/*"}, {"exclude": ["tmp/*"]})
+    assert {"vendor/**", "scratch/*", "tmp/*"} <= set(config.exclude)

@@ -5,10 +5,16 @@ and of the config parsers. The rule: nothing is ever written outside DEST, and e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import os
 import string
+import subprocess
+import sys
 import tempfile
+import threading
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,7 @@ from hypothesis import strategies as st
 
 from dagmirror import Mirror, MirrorConfig
 from dagmirror.config import load_run_config
+from dagmirror.devtools.servers import s3_env
 from dagmirror.errors import ConfigError, DagmirrorError
 from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemorySource
@@ -292,3 +299,83 @@ def test_dagmirror_errors_never_escape_as_anything_else_for_bad_endpoints() -> N
         with pytest.raises(DagmirrorError):
             MirrorConfig.create("s3://bucket/x", "/tmp/never", endpoint_url=endpoint)
     assert os.environ.get("DAGMIRROR_NEVER_SET") is None
+
+
+# -- hostile LIST pages (docs/security.md, "The network") ------------------------------------------------
+def hostile_page(keys: int) -> bytes:
+    """One ListObjectsV2 page of `keys` tiny entries (410,000 of them make 32 MiB), not truncated."""
+    entry = b"<Contents><Key>k%07d.py</Key><Size>1</Size><ETag>e</ETag></Contents>"
+    body = b"".join(entry % n for n in range(keys))
+    return b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>' + body + b"</ListBucketResult>"
+
+
+@contextlib.contextmanager
+def page_server(page: bytes) -> Iterator[str]:
+    """A server on 127.0.0.1 answering every request with `page` (stopped when the block ends)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_huge_hostile_list_page_is_refused_within_the_memory_target(tmp_path: Path) -> None:
+    """A 32 MiB page of 410,000 keys (real S3 sends at most 1,000): the CLI's peak RSS stays under 150 MB
+    and the pass fails with one clear line, nothing written."""
+    from .test_reliability_limits import PEAK_RSS_WRAPPER
+
+    with page_server(hostile_page(410_000)) as endpoint:
+        args = ["sync", "s3://bkt/dags/", str(tmp_path / "dest"), "--endpoint-url", endpoint, "--json"]
+        run = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_WRAPPER, *args],
+            env=s3_env(endpoint),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    stderr = run.stderr.decode()
+    peak_mb = int(stderr.rsplit("VmHWM:", 1)[1].split()[0]) / 1024
+    assert run.returncode == 1, stderr[-2000:]
+    assert "exceeds the LIST page limit" in stderr.splitlines()[0]
+    assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB"
+    assert read_tree(tmp_path / "dest") == {}
+
+
+def test_a_list_page_of_more_than_a_thousand_entries_or_an_element_flood_is_refused() -> None:
+    from dagmirror.source._wire import PageTooLarge
+    from dagmirror.source.lean import parse_list
+
+    assert len(parse_list(hostile_page(1000)).objects) == 1000
+    with pytest.raises(PageTooLarge, match="more than 1000 entries"):
+        parse_list(hostile_page(1001))
+    flood = b"<ListBucketResult><Contents>" + b"<x/>" * 100_000 + b"</Contents></ListBucketResult>"
+    with pytest.raises(PageTooLarge, match="XML elements"):
+        parse_list(flood)
+
+
+async def test_a_listing_past_max_objects_fails_the_pass_and_deletes_nothing(tmp_path: Path) -> None:
+    from dagmirror.errors import PassFailed
+
+    source = MemorySource({f"{PREFIX}f{n}.py": b"x" for n in range(10)})
+    cfg = MirrorConfig.create(f"s3://bkt/{PREFIX}", tmp_path, retry=RetryPolicy(attempts=1))
+    async with Mirror(cfg, source=source) as mirror:
+        await mirror.sync_once()
+    small = MirrorConfig.create(f"s3://bkt/{PREFIX}", tmp_path, retry=RetryPolicy(attempts=1), max_objects=5)
+    async with Mirror(small, source=source) as mirror:
+        with pytest.raises(PassFailed, match="passed 5 objects"):
+            await mirror.sync_once()
+    assert len(read_tree(tmp_path)) == 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -268,8 +269,12 @@ def test_an_unreadable_state_file_fails_the_pass_instead_of_being_discarded(tmp_
 
     meta = tmp_path / ".dagmirror"
     (meta / STATE_FILE).mkdir(parents=True)  # EISDIR: an I/O problem, not a corrupt state
-    with pytest.raises(InstallError):
-        load_state(meta, "s3://b/p/")
+    fd = os.open(meta, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(InstallError):
+            load_state(fd, meta, "s3://b/p/")
+    finally:
+        os.close(fd)
     assert (meta / STATE_FILE).exists()
 
 

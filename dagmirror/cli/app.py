@@ -23,6 +23,7 @@ from dagmirror.errors import (
     PassFailed,
     ReleaseConflict,
     SourceConfigError,
+    printable,
 )
 from dagmirror.models import SyncReport
 
@@ -99,15 +100,15 @@ def call(fn: Callable[[], T], verbose: int, *, let_through: tuple[type[Exception
     except Exception as exc:  # a bug: still one line, never a silent half-done run
         if verbose >= 2:
             log.exception("traceback")
-        click.echo(f"dagmirror: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(f"dagmirror: internal error: {type(exc).__name__}: {printable(exc)}", err=True)
         sys.exit(ExitCode.FAILED)
 
 
 def die(exc: DagmirrorError, verbose: int) -> NoReturn:
     if verbose >= 2:
         log.exception("traceback")
-    for line in str(exc).splitlines() or [type(exc).__name__]:
-        click.echo(f"dagmirror: error: {line}", err=True)
+    for line in str(exc).splitlines() or [type(exc).__name__]:  # each line printable: no forged lines
+        click.echo(f"dagmirror: error: {printable(line)}", err=True)
     sys.exit(ExitCode.of_error(exc))
 
 

@@ -5,7 +5,6 @@ so no byte from the bucket can drive the terminal."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,15 +16,13 @@ import orjson
 from dagmirror.deploy import DeployReport
 from dagmirror.deploy.gc import GcReport
 from dagmirror.engine import Mirror
+from dagmirror.errors import printable
 from dagmirror.models import SyncReport
-
-# C0/C1 controls (ESC starts terminal sequences), DEL, bidi overrides and line separators.
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 def shown(value: object) -> str:
     """`value` as text safe for a terminal: control and disguising characters become '?'."""
-    return _UNSHOWABLE.sub("?", str(value))
+    return printable(value)
 
 
 def as_json(doc: Mapping[str, Any]) -> None:
@@ -53,9 +50,9 @@ def sync_report(report: SyncReport, json: bool) -> None:
     for t in report.tombstones:
         click.echo(f"  {'would delete' if report.dry_run else 'deleted'} {t.path}")
     for r in report.rejections:
-        click.echo(f"  rejected {r.key!r}: {r.reason}")
+        click.echo(shown(f"  rejected {r.key!r}: {r.reason}"))
     for f in report.failures:
-        click.echo(f"  failed {f.key!r}: {f.error}")
+        click.echo(shown(f"  failed {f.key!r}: {f.error}"))
 
 
 async def progress_line(mirror: Mirror) -> None:
@@ -75,7 +72,7 @@ _VERB = {"deploy": "deploy", "rollback": "roll back", "promote": "promote"}
 
 def deploy_report(report: DeployReport, json: bool) -> None:
     if report.record_error:
-        click.echo(f"dagmirror: error: {report.record_error}", err=True)
+        click.echo(f"dagmirror: error: {shown(report.record_error)}", err=True)
     if json:
         as_json(report.to_dict())
         return
@@ -84,13 +81,12 @@ def deploy_report(report: DeployReport, json: bool) -> None:
         if f.action != "unchanged" or f.error:
             version = f" (version {f.version_id})" if f.version_id and f.action != "failed" else ""
             error = f": {f.error}" if f.error else ""
-            click.echo(f"  {f.action:<9} {shown(f.path)}{version}{error}")
+            click.echo(shown(f"  {f.action:<9} {f.path}{version}{error}"))
     if airflow := report.validation.get("airflow"):
-        click.echo(
-            f"  airflow check: Airflow {airflow['version']} parsed {airflow['files']} DAG files, no errors"
-        )
+        version, files = airflow["version"], airflow["files"]
+        click.echo(shown(f"  airflow check: Airflow {version} parsed {files} DAG files, no errors"))
     for note in report.validation.get("warnings", ()):
-        click.echo(f"  warning: {note}")
+        click.echo(shown(f"  warning: {note}"))
     if report.release:
         click.echo(f"  release {report.release} (pointer seq {report.pointer_seq})")
     if report.record_key:
@@ -116,9 +112,9 @@ def _deploy_headline(report: DeployReport) -> str:
 
 
 def refused(headline: str, problems: list[str], exit_code: int, json: bool) -> None:
-    click.echo(f"dagmirror: error: {headline}", err=True)
-    for line in problems:
-        click.echo(f"dagmirror: error:   {line}", err=True)
+    click.echo(f"dagmirror: error: {shown(headline)}", err=True)
+    for line in problems:  # problems name keys, paths and Airflow's words: never raw
+        click.echo(f"dagmirror: error:   {shown(line)}", err=True)
     if json:
         as_json({"result": "refused", "exit": exit_code, "problems": problems})
 

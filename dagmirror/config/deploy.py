@@ -28,6 +28,7 @@ from dagmirror.config.toml import Problems, env_value, in_range, read_toml, type
 from dagmirror.errors import ConfigError
 from dagmirror.retry import RetryPolicy
 
+SANDBOXES = ("bwrap", "none")  # deploy/sandbox.py
 DEFAULT_ENVIRONMENTS = ("dev", "staging", "production")
 DEFAULT_EXCLUDE = ("*.pyc",)  # `.git/` and `__pycache__/` folders are never walked at all
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -47,6 +48,7 @@ KEYS: dict[str, type] = {
     "airflow_check": bool,
     "airflow_python": str,
     "airflow_timeout": float,
+    "airflow_sandbox": str,
     "releases": bool,
     "allow_no_conditional_writes": bool,
 }
@@ -84,6 +86,7 @@ class DeployConfig:
     allow_mass_delete: bool = False
     airflow_python: str = "python3"
     airflow_timeout: float = 300.0
+    airflow_sandbox: str = "bwrap"  # how DAG code is confined while Airflow parses it (deploy/sandbox.py)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     releases: bool = True  # publish a release with every write (docs/releases.md); False: plain files only
     allow_no_conditional_writes: bool = False  # publish on a server that ignores If-Match (no CAS)
@@ -114,14 +117,20 @@ def load_deploy_config(
     }
     if path is not None and isinstance(values.get("root"), str):
         values["root"] = str(path.parent / values["root"])  # a file's root is relative to the file
+    # Excludes protect files from a folder deploy's deletes: each layer (file, environment, flags) adds to
+    # them, none replaces them.
+    layers = [values.pop("exclude", None)]
     for key, typ in KEYS.items():
         raw = environ.get(f"DAGMIRROR_DEPLOY_{key.upper()}")
         if raw is not None:
             values[key] = env_value(f"DAGMIRROR_DEPLOY_{key.upper()}", typ, raw, errors)
-    protected = tuple(values.get("exclude") or ())
-    values |= {k: v for k, v in flags.items() if v is not None}
-    if flags.get("exclude"):  # add to the configured excludes, never replace them: they protect files
-        values["exclude"] = [*protected, *[e for e in flags["exclude"] if e not in protected]]
+    layers += [values.pop("exclude", None), flags.get("exclude")]
+    values |= {k: v for k, v in flags.items() if v is not None and k != "exclude"}
+    excludes: list[str] = []
+    for layer in layers:
+        excludes += [e for e in layer or () if e not in excludes]
+    if excludes:
+        values["exclude"] = excludes
     values = {k: v for k, v in values.items() if v is not None}
     for key, value in values.items():
         _check_range(key, key, value, errors)
@@ -154,6 +163,8 @@ def _build(
     if endpoint is not None:
         _try(lambda: check_endpoint(endpoint), "endpoint_url", errors)
     policies = _policies(per_env, environments, values, errors)
+    if values.get("airflow_sandbox", "bwrap") not in SANDBOXES:
+        errors.append(f"airflow_sandbox: one of {', '.join(SANDBOXES)}, got {values['airflow_sandbox']!r}")
     if bucket is None or errors:
         return None
     root = values.get("root")
@@ -173,6 +184,7 @@ def _build(
         allow_no_conditional_writes=bool(values.get("allow_no_conditional_writes", False)),
         airflow_python=values.get("airflow_python", "python3"),
         airflow_timeout=float(values.get("airflow_timeout", 300.0)),
+        airflow_sandbox=values.get("airflow_sandbox", "bwrap"),
         # A custom S3 endpoint given only as a flag says nothing about STS: do not ask AWS's STS then.
         sts=endpoint is None or bool(environ.get("AWS_ENDPOINT_URL_STS") or environ.get("AWS_ENDPOINT_URL")),
     )

@@ -75,6 +75,7 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "concurrency": (int, 1, 1024),
     "list_concurrency": (int, 1, 256),
     "fanout_depth": (int, 0, 8),
+    "max_objects": (int, 1, 100_000_000),
     "max_delete_fraction": (float, 0.0, 1.0),
     "connect_timeout": (float, 0.1, 600.0),
     "read_timeout": (float, 0.1, 3600.0),
@@ -108,6 +109,9 @@ class MirrorConfig:
     fanout_depth: int = 0  # 0: flat, split in two; N: fan out N delimiter levels (docs/architecture.md)
     filters: PathFilter = field(default_factory=PathFilter)
     max_delete_fraction: float = 0.5
+    # A listing of more entries fails the pass (nothing deleted): a hostile or runaway prefix must not
+    # cost unbounded memory. Each entry costs the pass a few hundred bytes.
+    max_objects: int = 1_000_000
     allow_mass_delete: bool = False
     dry_run: bool = False
     fsync: bool = True

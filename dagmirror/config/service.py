@@ -52,6 +52,7 @@ MIRROR_KEYS: dict[str, type] = {
     "include": list,
     "exclude": list,
     "max_delete_fraction": float,
+    "max_objects": int,
     "allow_mass_delete": bool,
     "transport": str,
     "mode": str,

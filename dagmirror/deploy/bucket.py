@@ -15,6 +15,9 @@ from dagmirror.retry import Sleep, retrying
 from dagmirror.source import DeployStore, LiveObject, ObjectHead
 
 T = TypeVar("T")
+# How far a body read by its listed size may outgrow it (an object rewritten between the LIST and the GET)
+# before the read is abandoned; the engine's fetcher allows the same.
+SIZE_ROOM = 1 << 20
 R = TypeVar("R")
 
 
@@ -69,9 +72,12 @@ class Bucket:
         store = await self.store()
         return await self.retry(lambda: store.list_stamped(prefix))
 
-    async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
+    async def get_version(
+        self, key: str, version_id: str | None, *, max_bytes: int | None = None
+    ) -> FetchedObject:
+        """One version, abandoned past `max_bytes` (give one wherever the size is known or bounded)."""
         store = await self.store()
-        return await self.retry(lambda: store.get_version(key, version_id))
+        return await self.retry(lambda: store.get_version(key, version_id, max_bytes=max_bytes))
 
     async def head(self, key: str, version_id: str | None = None) -> ObjectHead | None:
         store = await self.store()

@@ -15,9 +15,10 @@ from dagmirror.deploy import request
 from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.gc import Collector, GcReport
 from dagmirror.deploy.local import local_user
-from dagmirror.deploy.record import DeployReport, records_prefix, summary
+from dagmirror.deploy.record import MAX_RECORD_BYTES, DeployReport, exact_records, records_prefix, summary
 from dagmirror.deploy.runner import Pipeline
 from dagmirror.keys import PathFilter
+from dagmirror.models import StoredObject
 from dagmirror.retry import Sleep
 from dagmirror.source import DeployStore
 
@@ -74,10 +75,16 @@ class Deployer:
     async def history(self, env: str, *, limit: int = 20) -> list[dict[str, Any]]:
         """The newest `limit` deploys of `env`, newest first."""
         self.config.env_prefix(env)  # an unknown environment is a ConfigError before any request
-        keys = await self._bucket.list_keys(records_prefix(env))
-        newest = sorted((k for k in keys if k.endswith(".json")), reverse=True)[:limit]
-        bodies = await self._bucket.pool(newest, lambda k: self._bucket.get_version(k, None))
-        return [summary(fetched.body, key) for key, fetched in zip(newest, bodies, strict=True)]
+        listed = await self._bucket.list_stamped(records_prefix(env))
+        newest = exact_records(listed, env)[::-1][:limit]
+
+        async def read(record: StoredObject) -> dict[str, Any]:
+            if record.size > MAX_RECORD_BYTES:  # listed as unreadable, never read
+                return summary(b"", record.key, size=record.size)
+            fetched = await self._bucket.get_version(record.key, None, max_bytes=MAX_RECORD_BYTES)
+            return summary(fetched.body, record.key)
+
+        return await self._bucket.pool(newest, read)
 
     async def gc(
         self, envs: Sequence[str] | None, *, keep: int = 10, grace: float = 7 * 86400, dry_run: bool = False

@@ -26,7 +26,7 @@ from typing import Any
 from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.gcplan import GcPlan, ReleaseRefs, count_kinds, decide, kind_of, read_refs
 from dagmirror.errors import DagmirrorError, ObjectVanished, PreconditionFailed, ReleaseError, SourceError
-from dagmirror.manifest import ROOT, manifest_key, parse_pointer
+from dagmirror.manifest import MAX_MANIFEST_BYTES, MAX_POINTER_BYTES, ROOT, manifest_key, parse_pointer
 from dagmirror.models import StoredObject
 
 MAX_ATTEMPTS = 3
@@ -140,7 +140,9 @@ class Collector:
     async def _read_manifest(self, release: str) -> tuple[ReleaseRefs, bytes] | str | None:
         """The manifest's references and bytes; a one-line reason when it is unreadable; None when gone."""
         try:
-            body = (await self.bucket.get_version(manifest_key(release), None)).body
+            body = (
+                await self.bucket.get_version(manifest_key(release), None, max_bytes=MAX_MANIFEST_BYTES)
+            ).body
         except ObjectVanished:
             return None
         try:
@@ -160,7 +162,7 @@ class Collector:
 
     async def _pointer(self, key: str) -> str | None:
         try:
-            body = (await self.bucket.get_version(key, None)).body
+            body = (await self.bucket.get_version(key, None, max_bytes=MAX_POINTER_BYTES)).body
         except ObjectVanished:
             return None
         return parse_pointer(body, prefix=kind_of(key)[1]).release

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagmirror.archive import read_archive, write_archive
-from dagmirror.deploy.bucket import Bucket
+from dagmirror.deploy.bucket import SIZE_ROOM, Bucket
 from dagmirror.deploy.release import Current, Tree, changed, rebase
 from dagmirror.errors import ConfigError, ObjectVanished, PreconditionFailed, ReleaseConflict, ReleaseError
 from dagmirror.manifest import (
+    MAX_MANIFEST_BYTES,
+    MAX_POINTER_BYTES,
     PROBE_KEY,
     FileEntry,
     Manifest,
@@ -66,7 +68,9 @@ class Publisher:
     async def current(self) -> Current:
         """The release the pointer names now (its manifest read and checked), or no release."""
         try:
-            fetched = await self.bucket.get_version(pointer_key(self.prefix), None)
+            fetched = await self.bucket.get_version(
+                pointer_key(self.prefix), None, max_bytes=MAX_POINTER_BYTES
+            )
         except ObjectVanished:
             return Current(None, None, {})
         pointer = parse_pointer(fetched.body, prefix=self.prefix)
@@ -74,7 +78,9 @@ class Publisher:
 
     async def tree(self, release: str) -> dict[str, FileEntry]:
         try:
-            body = (await self.bucket.get_version(manifest_key(release), None)).body
+            body = (
+                await self.bucket.get_version(manifest_key(release), None, max_bytes=MAX_MANIFEST_BYTES)
+            ).body
         except ObjectVanished:
             raise ReleaseError(f"release {release} of {self.prefix} has no manifest") from None
         checked = parse_manifest(body, release_id=release, prefix=self.prefix)
@@ -85,7 +91,9 @@ class Publisher:
     async def from_plain(self, live: Mapping[str, LiveObject]) -> Current:
         """No release yet: the environment's live plain files, each read once, are the current tree."""
         paths = sorted(live)
-        fetched = await self.bucket.pool(paths, lambda p: self.bucket.get_version(live[p].key, None))
+        fetched = await self.bucket.pool(
+            paths, lambda p: self.bucket.get_version(live[p].key, None, max_bytes=live[p].size + SIZE_ROOM)
+        )
         bodies = {sha256_hex(f.body): f.body for f in fetched}
         files = {p: FileEntry(sha256_hex(f.body), len(f.body)) for p, f in zip(paths, fetched, strict=True)}
         return Current(None, None, files, bodies)
@@ -175,7 +183,10 @@ class Publisher:
             return head.size
         known = dict(bodies) | dict(base.bodies)
         if base.pointer is not None and base.pointer.archive_size is not None:
-            previous = (await self.bucket.get_version(archive_key(base.pointer.release), None)).body
+            size = base.pointer.archive_size
+            previous = (
+                await self.bucket.get_version(archive_key(base.pointer.release), None, max_bytes=size)
+            ).body
             known |= read_archive(previous, base.files, sum(e.size for e in base.files.values()))
         lacking = sorted({e.sha256 for e in files.values()} - known.keys())
         known |= dict(zip(lacking, await self.bucket.pool(lacking, self._body), strict=True))

@@ -8,19 +8,26 @@ import re
 import secrets
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 import orjson
 
 from dagmirror.deploy.plan import DeployPlan, Origin, Removal, Step, Wanted
 from dagmirror.deploy.validate import key_problems
 from dagmirror.errors import ConfigError
+from dagmirror.models import StoredObject
 
 PREFIX = "metadata/deploys"
 FORMAT = 1
 _ID = re.compile(r"^[0-9a-f]{12}$")
 _RELEASE = re.compile(r"^[0-9a-f]{64}$")
+# The one name a record has (record_key): anything else under the prefix, nested or renamed, is not a record.
+_RECORD_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{12}\.json$")
+# A record of 10,000 files is about 4 MB; anything far larger is not one `dagmirror` wrote, and is not read.
+MAX_RECORD_BYTES = 32 << 20
+T = TypeVar("T")
 # Actions after which `version_id` is the path's live version; "delete" leaves nothing live.
 LIVE_ACTIONS = frozenset({"upload", "copy", "unchanged", "failed"})
 
@@ -40,6 +47,29 @@ def records_prefix(env: str) -> str:
 
 def deploy_id_of(key: str) -> str:
     return key.rsplit("/", 1)[-1].removesuffix(".json").rsplit("-", 1)[-1]
+
+
+def exact_records(listed: Iterable[StoredObject], env: str) -> list[StoredObject]:
+    """The records of `env` in a listing of its prefix, oldest first: only keys `record_key` makes."""
+    prefix = records_prefix(env)
+    named = (o for o in listed if o.key.startswith(prefix) and _RECORD_NAME.match(o.key[len(prefix) :]))
+    return sorted(named, key=lambda o: o.key)
+
+
+def find_record(listed: Iterable[StoredObject], env: str, deploy_id: str) -> StoredObject:
+    """The one record of `deploy_id` in `env`; none, more than one or an oversized one is a ConfigError
+    (two records claiming one deploy mean someone else wrote there: dagmirror does not pick one)."""
+    found = [o for o in exact_records(listed, env) if deploy_id_of(o.key) == deploy_id]
+    if not found:
+        raise ConfigError(f"no deploy {deploy_id} in {env} (see: dagmirror history --env {env})")
+    if len(found) > 1:
+        keys = ", ".join(o.key for o in found)
+        raise ConfigError(
+            f"more than one record claims deploy {deploy_id} in {env} ({keys}): refusing to pick"
+        )
+    if found[0].size > MAX_RECORD_BYTES:
+        raise ConfigError(f"deploy record {found[0].key} is {found[0].size} bytes, over {MAX_RECORD_BYTES}")
+    return found[0]
 
 
 def check_deploy_id(deploy_id: str) -> str:
@@ -160,45 +190,119 @@ class StoredDeploy:
     release: str | None = None  # None: a record from before releases
 
 
-def parse_record(body: bytes, where: str) -> StoredDeploy:
-    """Read a record back, refusing anything malformed (ConfigError names the record)."""
+def parse_record(body: bytes, where: str, *, deploy_id: str, env: str) -> StoredDeploy:
+    """Read back the record of `deploy_id` in `env`, refusing anything malformed, oversized, or about
+    another deploy or environment than its name says (ConfigError names the record)."""
+    if len(body) > MAX_RECORD_BYTES:
+        raise ConfigError(f"deploy record {where} is {len(body)} bytes, over {MAX_RECORD_BYTES}")
     try:
         doc = orjson.loads(body)
-        files = tuple(
-            FileResult(**{k: v for k, v in f.items() if k in FileResult.__slots__}) for f in doc["files"]
-        )
-        scopes = tuple(str(s) for s in doc.get("scopes", ()))
-        release = doc.get("release")
-        release = release if isinstance(release, str) and _RELEASE.match(release) else None
-        stored = StoredDeploy(str(doc["deploy_id"]), str(doc["env"]), scopes, files, release)
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        files = tuple(_file_result(f) for f in _typed(doc["files"], list))
+        scopes = tuple(_typed(s, str) for s in _typed(doc.get("scopes", []), list))
+        release = _release(doc.get("release"))
+        stored = StoredDeploy(_typed(doc["deploy_id"], str), _typed(doc["env"], str), scopes, files, release)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"deploy record {where} is malformed: {type(exc).__name__}: {exc}") from None
-    if not all(isinstance(f.path, str) and isinstance(f.key, str) for f in files):
-        raise ConfigError(f"deploy record {where} is malformed: a file without path or key")
+    if (stored.deploy_id, stored.env) != (deploy_id, env):
+        raise ConfigError(
+            f"deploy record {where} is about deploy {stored.deploy_id!r} in {stored.env!r}, not {deploy_id} "
+            f"in {env}: refusing it"
+        )
     return stored
 
 
-def summary(body: bytes, key: str) -> dict[str, Any]:
-    """One line of `history`: who deployed what, when, and what it changed. Unreadable records are listed
-    with an error rather than hiding the others."""
-    try:
-        doc = orjson.loads(body)
+_FILE_TYPES = {f.name: (int if f.name == "size" else str) for f in fields(FileResult)}
+
+
+def _file_result(doc: object) -> FileResult:
+    """One recorded file, each field of its type (path, key and action required, the rest optional)."""
+    given = {k: v for k, v in _typed(doc, dict).items() if k in _FILE_TYPES and v is not None}
+    for name, value in given.items():
+        if not isinstance(value, _FILE_TYPES[name]) or isinstance(value, bool):
+            raise TypeError(f"file field {name} is {type(value).__name__}")
+    return FileResult(**given)
+
+
+def _typed(value: object, kind: type[T]) -> T:
+    if not isinstance(value, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def summary(body: bytes, key: str, *, size: int | None = None) -> dict[str, Any]:
+    """One line of `history`: who deployed what, when, and what it changed, every field of its type (a
+    record is whatever a bucket writer put there). Unreadable records are listed with an error rather
+    than hiding the others; one over MAX_RECORD_BYTES (`size`, from the listing) is not read at all."""
+    deploy_id = deploy_id_of(key)
+    if size is not None or len(body) > MAX_RECORD_BYTES:
         return {
-            "deploy_id": doc["deploy_id"],
-            "time": doc["time"],
-            "kind": doc.get("kind", "deploy"),
-            "who": doc.get("who", {}),
-            "host": doc.get("host"),
-            "git": doc.get("git"),
-            "result": doc.get("result"),
-            "counts": doc.get("counts", {}),
-            "origin": {k: doc[k] for k in ("rollback_of", "promoted_from") if k in doc},
-            "release": doc.get("release"),
-            "pointer_seq": doc.get("pointer_seq"),
+            "deploy_id": deploy_id,
+            "key": key,
+            "error": f"record over {MAX_RECORD_BYTES} bytes, not read",
+        }
+    try:
+        doc = _typed(orjson.loads(body), dict)
+        return {
+            "deploy_id": _named(doc["deploy_id"], deploy_id),
+            "time": _time(doc["time"]),
+            "kind": _typed(doc.get("kind", "deploy"), str),
+            "who": _texts(doc.get("who") or {}),
+            "host": _optional(doc.get("host"), str),
+            "git": _git(doc.get("git")),
+            "result": _optional(doc.get("result"), str),
+            "counts": {_typed(k, str): _count(v) for k, v in _typed(doc.get("counts") or {}, dict).items()},
+            "origin": {k: _typed(doc[k], str) for k in ("rollback_of", "promoted_from") if k in doc},
+            "release": _optional(doc.get("release"), str),
+            "pointer_seq": None if doc.get("pointer_seq") is None else _count(doc["pointer_seq"]),
             "key": key,
         }
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        return {"deploy_id": deploy_id_of(key), "key": key, "error": f"unreadable record: {exc}"}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return {
+            "deploy_id": deploy_id,
+            "key": key,
+            "error": f"unreadable record: {type(exc).__name__}: {exc}",
+        }
+
+
+def _release(value: object) -> str | None:
+    if value is not None and not (isinstance(value, str) and _RELEASE.match(value)):
+        raise ValueError("release is not a release id")
+    return value
+
+
+def _named(value: object, deploy_id: str) -> str:
+    if value != deploy_id:
+        raise ValueError("its deploy_id is not the one its name says")
+    return deploy_id
+
+
+def _time(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e11:
+        raise ValueError("time is not a time")
+    return float(value)
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError("a count is not a whole number")
+    return value
+
+
+def _optional(value: object, kind: type[T]) -> T | None:
+    return None if value is None else _typed(value, kind)
+
+
+def _texts(value: object) -> dict[str, str | None]:
+    return {_typed(k, str): _optional(v, str) for k, v in _typed(value, dict).items()}
+
+
+def _git(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    doc = _typed(value, dict)
+    return {
+        k: (v if isinstance(v, bool) else _optional(v, str)) for k, v in doc.items() if isinstance(k, str)
+    }
 
 
 def wanted_from_record(stored: StoredDeploy, prefix: str) -> tuple[dict[str, Wanted], list[str]]:

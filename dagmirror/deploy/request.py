@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from dagmirror.config.deploy import DeployConfig
-from dagmirror.deploy.bucket import Bucket
+from dagmirror.deploy.bucket import SIZE_ROOM, Bucket
 from dagmirror.deploy.local import git_info, read_local
 from dagmirror.deploy.plan import Origin, Wanted, live_by_path
 from dagmirror.deploy.publish import Publisher
 from dagmirror.deploy.record import (
+    MAX_RECORD_BYTES,
+    StoredDeploy,
     check_deploy_id,
-    deploy_id_of,
+    find_record,
     is_release_id,
     parse_record,
     records_prefix,
@@ -137,8 +139,7 @@ async def from_record(
             f"rollback needs versioning on s3://{config.bucket.bucket} "
             f"(it is {status.lower() or 'off'}); nothing was changed"
         )
-    key = await _find_record(bucket, env, deploy_id)
-    stored = parse_record((await bucket.get_version(key, None)).body, key)
+    stored = await _read_record(bucket, env, deploy_id)
     wanted, problems = wanted_from_record(stored, prefix)
     return DeployRequest(
         "rollback",
@@ -162,8 +163,7 @@ async def _release_to_restore(config: DeployConfig, bucket: Bucket, env: str, id
     if is_release_id(ident):
         return ident
     check_deploy_id(ident)
-    key = await _find_record(bucket, env, ident)
-    stored = parse_record((await bucket.get_version(key, None)).body, key)
+    stored = await _read_record(bucket, env, ident)
     if stored.release is not None:
         return stored.release
     current = await Publisher(bucket, config.env_prefix(env)).current()
@@ -215,7 +215,7 @@ async def _source_release(
 
     async def fetch(item: tuple[str, FileEntry]) -> Wanted | str:
         path, entry = item
-        body = (await bucket.get_version(body_key(entry.sha256), None)).body
+        body = (await bucket.get_version(body_key(entry.sha256), None, max_bytes=entry.size + SIZE_ROOM)).body
         if sha256_hex(body) != entry.sha256:
             return f"{path}: body {entry.sha256} in the bucket does not match its SHA-256"
         origin = Origin(body_key(entry.sha256), None)
@@ -225,12 +225,11 @@ async def _source_release(
     return {w.path: w for w in fetched if isinstance(w, Wanted)}, [p for p in fetched if isinstance(p, str)]
 
 
-async def _find_record(bucket: Bucket, env: str, deploy_id: str) -> str:
-    keys = await bucket.list_keys(records_prefix(env))
-    found = [k for k in keys if deploy_id_of(k) == deploy_id]
-    if not found:
-        raise ConfigError(f"no deploy {deploy_id} in {env} (see: dagmirror history --env {env})")
-    return found[-1]
+async def _read_record(bucket: Bucket, env: str, deploy_id: str) -> StoredDeploy:
+    """The one exact record of `deploy_id` (record.find_record), its contents checked against the ask."""
+    found = find_record(await bucket.list_stamped(records_prefix(env)), env, deploy_id)
+    body = (await bucket.get_version(found.key, None, max_bytes=MAX_RECORD_BYTES)).body
+    return parse_record(body, found.key, deploy_id=deploy_id, env=env)
 
 
 async def _fetch_verified(bucket: Bucket, item: tuple[str, LiveObject]) -> Wanted | str:
@@ -239,7 +238,7 @@ async def _fetch_verified(bucket: Bucket, item: tuple[str, LiveObject]) -> Wante
     store = await bucket.store()
 
     async def once() -> Wanted:  # a body that fails its check is fetched again, like a failed request
-        fetched = await store.get_version(obj.key, obj.version_id)
+        fetched = await store.get_version(obj.key, obj.version_id, max_bytes=obj.size + SIZE_ROOM)
         digest = verify(fetched)
         body = fetched.body
         return Wanted(path, len(body), _md5(body), digest, body, Origin(obj.key, obj.version_id))

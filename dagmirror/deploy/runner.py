@@ -15,7 +15,7 @@ from typing import Any
 
 from dagmirror.config.deploy import DeployConfig, EnvPolicy
 from dagmirror.deploy.airflow import dag_problems, parse_with_airflow
-from dagmirror.deploy.bucket import Bucket
+from dagmirror.deploy.bucket import SIZE_ROOM, Bucket
 from dagmirror.deploy.plan import DeployPlan, Op, Step, live_after, live_by_path, plan_deploy, settle
 from dagmirror.deploy.publish import About, Published, Publisher
 from dagmirror.deploy.record import DeployReport, new_deploy_id, planned_results
@@ -170,14 +170,19 @@ class Pipeline:
         prefix = self.config.env_prefix(request.env)
 
         async def fetch(path: str) -> bytes:
-            obj = await self.bucket.get_version(prefix + path, live[path].version_id)
+            obj = await self.bucket.get_version(
+                prefix + path, live[path].version_id, max_bytes=live[path].size + SIZE_ROOM
+            )
             verify(obj)
             return obj.body
 
         tree = {p: w.body for p, w in request.wanted.items() if w.body is not None}
         tree |= dict(zip(kept, await self.bucket.pool(kept, fetch), strict=True))
         result = await parse_with_airflow(
-            tree, python=self.config.airflow_python, seconds=self.config.airflow_timeout
+            tree,
+            python=self.config.airflow_python,
+            seconds=self.config.airflow_timeout,
+            confine=self.config.airflow_sandbox,
         )
         problems, notes = dag_problems(result, set(request.wanted), request.env)
         if problems:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from dagmirror.engine.context import PassContext
+from dagmirror.errors import SourceError
 from dagmirror.models import ListPage, Rejection, RemoteObject
 from dagmirror.plan import CollisionFilter, shared_folder, split_key
 from dagmirror.pool import WorkerPool
@@ -42,6 +43,7 @@ class Lister:
         self._ctx = ctx
         self._emit = emit
         self.listed_any = False  # whether the listing returned anything at all (the delete guard asks)
+        self._entries = 0  # objects and prefixes listed in this pass, against config.max_objects
 
     async def run(self) -> None:
         """List everything under the source prefix; returns when every page has been emitted."""
@@ -71,7 +73,7 @@ class Lister:
 
     async def _split(self, folder: str, last: str) -> str | None:
         """The split key: one delimiter page of `folder` after `last` says what remains there."""
-        page = await self._page(folder, delimiter=True, token=None, start_after=last)
+        page = await self._page(folder, delimiter=True, token=None, start_after=last, count=False)
         entries = sorted([o.key for o in page.objects] + list(page.prefixes))
         return split_key(entries, after=last, truncated=page.next_token is not None)
 
@@ -102,12 +104,22 @@ class Lister:
                 return pages
 
     async def _page(
-        self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
+        self,
+        prefix: str,
+        *,
+        delimiter: bool,
+        token: str | None,
+        start_after: str | None = None,
+        count: bool = True,
     ) -> ListPage:
+        """One page, retried; counted against `max_objects` unless it only helps to split."""
         ctx = self._ctx
-        return await ctx.retry(
+        page = await ctx.retry(
             partial(ctx.source.list_page, prefix, delimiter=delimiter, token=token, start_after=start_after)
         )
+        if count:
+            self._count(len(page.objects) + len(page.prefixes))
+        return page
 
     async def _feed(self, collisions: CollisionFilter, page: ListPage) -> None:
         """One page through `collisions`, emitted as one Batch."""
@@ -150,3 +162,13 @@ class Lister:
             if token is None:
                 break
         await self._emit(Batch(collisions.finish()))
+
+    def _count(self, entries: int) -> None:
+        self._entries += entries
+        limit = self._ctx.config.max_objects
+        if self._entries > limit:  # fails the pass before any delete, like any listing error
+            raise SourceError(
+                f"listing of {self._ctx.prefix!r} passed {limit} objects (max_objects): refusing the pass",
+                transient=False,
+                code="TooManyObjects",
+            )

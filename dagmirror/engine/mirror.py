@@ -17,6 +17,7 @@ from dagmirror.engine.syncpass import run_pass
 from dagmirror.engine.tally import Progress
 from dagmirror.errors import (
     DagmirrorError,
+    InstallError,
     ObjectVanished,
     PassFailed,
     SourceConfigError,
@@ -54,7 +55,7 @@ class Mirror:
         self._clock = clock
         self._tree = Tree(config.work_dir, fsync=config.fsync)
         self._generations = Generations(config, clock=clock) if config.switch == "symlink" else None
-        self._bodies = ContentStore(self._tree.meta)
+        self._bodies = ContentStore(self._tree.meta, self._tree.meta_fd)
         self._state: State | None = None
         self._pass_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(
@@ -124,7 +125,16 @@ class Mirror:
         return True
 
     async def sync_once(self) -> SyncReport:
-        """One pass. Raises PassFailed if the listing could not complete (nothing is deleted then)."""
+        """One pass. Raises PassFailed if the listing could not complete (nothing is deleted then), or if
+        DEST itself failed under it (EMFILE, EIO...): a failed pass, reported and retried, never a crash."""
+        try:
+            return await self._sync_once()
+        except* OSError as group:
+            cause = _first_os_error(group)
+            why = f"{self.config.work_dir}: {cause.strerror or cause}"
+            raise PassFailed(f"pass failed on DEST: {why}", InstallError(why)) from None
+
+    async def _sync_once(self) -> SyncReport:
         async with self._pass_lock:
             source = await self.open()
             ctx = PassContext(
@@ -168,16 +178,25 @@ class Mirror:
             journal: list[str] = []
             if not self.config.dry_run:
                 journal = await loop.run_in_executor(self._executor, self._tree.open)
-            self._state = await loop.run_in_executor(
-                self._executor, load_state, self._tree.meta, str(self.config.source)
-            )
+            self._state = await loop.run_in_executor(self._executor, self._read_state)
             if adopt_journal(self._state, journal):
                 log.info("recovered %d paths from an interrupted pass", len(journal))
         elif not self.config.dry_run:
             await loop.run_in_executor(self._executor, self._tree.clean_temps)
         return self._state
 
+    def _read_state(self) -> State:
+        with self._tree.meta_handle() as meta_fd:
+            return load_state(meta_fd, self._tree.meta, str(self.config.source))
+
     def _note_rejection(self, rejection: Rejection) -> None:
         if rejection.key not in self._logged_rejections:
             self._logged_rejections.add(rejection.key)
             log.warning("rejected key %r: %s", rejection.key, rejection.reason)
+
+
+def _first_os_error(group: BaseExceptionGroup[OSError]) -> OSError:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, OSError) else OSError(str(first))

@@ -111,8 +111,11 @@ class DeployStore(ObjectSink, Protocol):
         """Every current object under `prefix` with its size and LastModified (ListObjectsV2), sorted."""
         ...
 
-    async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
-        """One version of an object, whole (the current one when `version_id` is None)."""
+    async def get_version(
+        self, key: str, version_id: str | None, *, max_bytes: int | None = None
+    ) -> FetchedObject:
+        """One version of an object, whole (the current one when `version_id` is None); a body over
+        `max_bytes` is abandoned (SourceError, code BodyTooLarge), never read whole."""
         ...
 
     async def head(self, key: str, version_id: str | None = None) -> ObjectHead | None:

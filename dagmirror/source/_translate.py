@@ -22,8 +22,9 @@ from dagmirror.errors import (
     SourceConfigError,
     SourceError,
     SourceUnavailable,
+    printable,
 )
-from dagmirror.source._wire import BodyTooLarge, UntrustedXML
+from dagmirror.source._wire import BodyTooLarge, PageTooLarge, UntrustedXML
 
 # A transport's own exceptions -> a dagmirror error (None: not one of its own). The str is where it happened.
 Mapper = Callable[[BaseException, str], Exception | None]
@@ -99,6 +100,8 @@ class Translator:
         mapped = self._mapper(exc, where)
         if mapped is not None:
             return mapped
+        if isinstance(exc, PageTooLarge):
+            return SourceError(f"{where}: {exc}", transient=False, code="PageTooLarge")
         if isinstance(exc, BodyTooLarge):
             return SourceError(f"{where}: {exc}", transient=False, code="BodyTooLarge")
         if isinstance(exc, (UntrustedXML, ElementTree.ParseError)):
@@ -149,7 +152,9 @@ class _Request:
 
 
 def classify(code: str, status: int, message: str, where: str) -> Exception:
-    """An S3 error answer (its code, HTTP status and message) -> the dagmirror error it means."""
+    """An S3 error answer (its code, HTTP status and message) -> the dagmirror error it means. The code and
+    message are the server's words: one printable line each, cut short, before they join any error."""
+    code, message = printable(code, 64), printable(message, 300)
     if code == "304" or status == 304:
         return NotModifiedSignal()
     if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
@@ -167,5 +172,6 @@ def classify(code: str, status: int, message: str, where: str) -> Exception:
 
 
 def first_line(value: object) -> str:
+    """The first line of an error's text (often a server's or the SDK's words), printable and cut short."""
     text = str(value).strip()
-    return text.splitlines()[0] if text else ""
+    return printable(text.splitlines()[0], 300) if text else ""

@@ -11,6 +11,11 @@ CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 _CHECKSUM_HEADERS = tuple((name, f"x-amz-checksum-{name.lower()}") for name in CHECKSUM_ALGORITHMS)
 _OPAQUE_ETAG_SSE = frozenset({"aws:kms", "aws:kms:dsse"})
 _CHUNK = 1 << 16
+# S3 answers at most 1,000 entries (objects and common prefixes) a page, and dagmirror asks for exactly that
+# (max-keys): a page with more is not S3's, and is refused before it costs memory.
+MAX_KEYS_PER_PAGE = 1000
+# 1,000 keys of 1,024 bytes, URL-encoded (x3), with their ETag, size, date and owner: about 3.5 MiB.
+LIST_PAGE_BYTES = 8 << 20
 
 
 class BodyTooLarge(Exception):
@@ -19,6 +24,15 @@ class BodyTooLarge(Exception):
 
 class UntrustedXML(ValueError):
     """An S3 answer that cannot be taken at its word (a DTD, a LIST entry without a key, a lost token)."""
+
+
+class PageTooLarge(Exception):
+    """A LIST page with more entries than S3 ever sends: refused, never retried (docs/security.md)."""
+
+
+def check_page_entries(count: int) -> None:
+    if count > MAX_KEYS_PER_PAGE:
+        raise PageTooLarge(f"LIST page with more than {MAX_KEYS_PER_PAGE} entries (S3 sends at most that)")
 
 
 def strip_etag(etag: str) -> str:

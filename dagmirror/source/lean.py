@@ -10,9 +10,10 @@ the one-shot CLI skips loading aioboto3 and the S3 service model (about 0.5 s pe
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
 
@@ -30,12 +31,22 @@ from dagmirror.source._translate import (
     get_deadline,
     request_deadline,
 )
-from dagmirror.source._wire import UntrustedXML, fetched_object, next_token, read_bounded, strip_etag
+from dagmirror.source._wire import (
+    LIST_PAGE_BYTES,
+    MAX_KEYS_PER_PAGE,
+    PageTooLarge,
+    UntrustedXML,
+    check_page_entries,
+    fetched_object,
+    next_token,
+    read_bounded,
+    strip_etag,
+)
 from dagmirror.source.credentials import CredentialsProvider, lean_credentials
 from dagmirror.source.sigv4 import Signer
 
 LIST_PAGE_KEYS = 1000
-LIST_PAGE_LIMIT = 32 << 20  # 1,000 keys of 1,024 bytes each, URL-encoded, fit many times over
+MAX_ELEMENTS = MAX_KEYS_PER_PAGE * 32  # an entry of S3's has about a dozen elements, Owner and checksums in
 ERROR_BODY_LIMIT = 64 << 10  # an S3 error document is a few hundred bytes
 
 
@@ -91,14 +102,19 @@ class LeanS3:
     async def list_page(
         self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
     ) -> ListPage:
-        query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+        query = {
+            "list-type": "2",
+            "prefix": prefix,
+            "encoding-type": "url",
+            "max-keys": str(MAX_KEYS_PER_PAGE),
+        }
         if delimiter:
             query["delimiter"] = "/"
         if token:
             query["continuation-token"] = token
         elif start_after:
             query["start-after"] = start_after
-        status, headers, body = await self._request(self._root, query, {}, limit=LIST_PAGE_LIMIT)
+        status, headers, body = await self._request(self._root, query, {}, limit=LIST_PAGE_BYTES)
         if status != 200:
             raise _error(status, headers, body)
         return parse_list(body)
@@ -153,38 +169,69 @@ async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 def parse_list(body: bytes) -> ListPage:
     """A ListObjectsV2 result -> ListPage. Namespace-agnostic: servers differ. Keys are URL-decoded only when
     the server says it encoded them (<EncodingType>url</EncodingType>), as the SDK does: a server that ignores
-    encoding-type sends `a+b.py` raw, and decoding it would name a different key."""
-    root = _parse_xml(body)
-    encoded = any(
-        e.tag.rpartition("}")[2] == "EncodingType" and (e.text or "").strip() == "url" for e in root
-    )
-    decode = unquote_plus if encoded else str
-    objects: list[RemoteObject] = []
+    encoding-type sends `a+b.py` raw, and decoding it would name a different key. Parsed as a stream, each
+    entry dropped once read, refused at its 1,001st entry: a hostile page costs no more than a real one."""
+    encoded, truncated, token = False, False, None
+    raw: list[tuple[str, str, str]] = []  # (key, etag, size) as sent
     prefixes: list[str] = []
-    truncated, token = False, None
-    for element in root:
-        tag = element.tag.rpartition("}")[2]
+    for tag, element in _entries(body):
         if tag == "Contents":
             fields = {child.tag.rpartition("}")[2]: child.text or "" for child in element}
-            try:
-                key, size = decode(fields["Key"]), int(fields["Size"])
-            except (KeyError, ValueError):
-                raise UntrustedXML(f"LIST entry without a valid Key and Size: {fields}") from None
-            objects.append(RemoteObject(key, strip_etag(fields.get("ETag", "")), size))
+            if "Key" not in fields or "Size" not in fields:
+                raise UntrustedXML(f"LIST entry without a Key and Size: {sorted(fields)}")
+            raw.append((fields["Key"], fields.get("ETag", ""), fields["Size"]))
         elif tag == "CommonPrefixes":
-            prefixes += [decode(child.text or "") for child in element]
+            prefixes += [child.text or "" for child in element]
+        elif tag == "EncodingType":
+            encoded = (element.text or "").strip() == "url"
         elif tag == "IsTruncated":
             truncated = (element.text or "").strip() == "true"
         elif tag == "NextContinuationToken":
             token = element.text
-    return ListPage(tuple(objects), tuple(prefixes), next_token(truncated, token))
+        check_page_entries(len(raw) + len(prefixes))
+    decode = unquote_plus if encoded else str
+    try:
+        objects = tuple(RemoteObject(decode(k), strip_etag(e), int(n)) for k, e, n in raw)
+    except ValueError:
+        raise UntrustedXML("LIST entry whose Size is not a number") from None
+    return ListPage(objects, tuple(decode(p) for p in prefixes), next_token(truncated, token))
 
 
-def _parse_xml(body: bytes) -> ElementTree.Element:
+def _entries(body: bytes) -> Iterator[tuple[str, ElementTree.Element]]:
+    """(tag, element) of each child of the answer's root, fed to the parser in slices, each element
+    cleared once the caller has it, so memory follows the entries kept, not the document. An entry has
+    about a dozen elements; a page with more than MAX_ELEMENTS in all is refused as it is read."""
+    _refuse_dtd(body)
+    parser: ElementTree.XMLPullParser[ElementTree.Element] = ElementTree.XMLPullParser(
+        events=("start", "end")
+    )
+    depth = elements = 0
+    for at in range(0, len(body), 1 << 16):
+        parser.feed(body[at : at + (1 << 16)])
+        for event, element in cast("Iterator[tuple[str, object]]", parser.read_events()):
+            if not isinstance(element, ElementTree.Element):
+                continue
+            if event == "start":
+                depth, elements = depth + 1, elements + 1
+                if elements > MAX_ELEMENTS:
+                    raise PageTooLarge(f"LIST page with more than {MAX_ELEMENTS} XML elements")
+                continue
+            depth -= 1
+            if depth == 1:
+                yield element.tag.rpartition("}")[2], element
+                element.clear()
+    parser.close()
+
+
+def _refuse_dtd(body: bytes) -> None:
     """S3 never sends a DTD; refusing any makes entity expansion (XML bombs, external entities) impossible,
     which is what defusedxml would guard against."""
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
         raise UntrustedXML("S3 response carries a DTD: refused")
+
+
+def _parse_xml(body: bytes) -> ElementTree.Element:
+    _refuse_dtd(body)
     return ElementTree.fromstring(body)  # noqa: S314 - DTDs refused above
 
 
@@ -264,11 +311,16 @@ class LeanSource:
         await self._stack.aclose()
 
 
+_REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+){1,4}$")
+
+
 def lean_error(exc: BaseException, where: str) -> Exception | None:
     """An S3 error answer over plain HTTP -> dagmirror error; everything else is mapped in _translate.py."""
     if not isinstance(exc, LeanHTTPError):
         return None
     if "x-amz-bucket-region" in exc.headers and exc.status in (301, 400):
         region = exc.headers["x-amz-bucket-region"]
+        if not _REGION.match(region):  # a header is the server's word: only a region name is repeated
+            return SourceConfigError(f"{where}: the bucket is in another region: pass --region")
         return SourceConfigError(f"{where}: the bucket is in region {region}: pass --region {region}")
     return classify(exc.code, exc.status, exc.message, where)

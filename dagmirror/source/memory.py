@@ -192,12 +192,18 @@ class MemoryStore:
             if key.startswith(prefix) and (v := self.history[key][-1]).body is not None
         )
 
-    async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
+    async def get_version(
+        self, key: str, version_id: str | None, *, max_bytes: int | None = None
+    ) -> FetchedObject:
         self._enter("GET", key)
         found = self._find(key, version_id)
         if found is None or found.body is None:
             raise ObjectVanished(f"object {key!r} version {version_id} does not exist")
         body = found.body
+        if max_bytes is not None and len(body) > max_bytes:
+            raise SourceError(
+                f"GET {key}: body exceeds {max_bytes} bytes", transient=False, code="BodyTooLarge"
+            )
         return FetchedObject(
             key,
             body,

@@ -24,7 +24,16 @@ from dagmirror.source._translate import (
     get_deadline,
     request_deadline,
 )
-from dagmirror.source._wire import fetched_object, next_token, read_bounded, strip_etag
+from dagmirror.source._wire import (
+    LIST_PAGE_BYTES,
+    MAX_KEYS_PER_PAGE,
+    PageTooLarge,
+    check_page_entries,
+    fetched_object,
+    next_token,
+    read_bounded,
+    strip_etag,
+)
 from dagmirror.source.credentials import sdk_session
 
 
@@ -90,18 +99,28 @@ async def open_client(stack: AsyncExitStack, config: MirrorConfig, session: Any)
         s3={"addressing_style": "path"} if config.endpoint_url is not None else None,
     )
     try:
-        return await stack.enter_async_context(
+        client = await stack.enter_async_context(
             session.client("s3", endpoint_url=config.endpoint_url, config=sdk_config)
         )
     except BotoCoreError as exc:
         await stack.aclose()
         raise SourceConfigError(f"cannot create S3 client: {exc}") from None
+    client.meta.events.register("before-parse.s3.ListObjectsV2", _refuse_oversized_page)
+    return client
+
+
+def _refuse_oversized_page(response_dict: dict[str, Any], **_: Any) -> None:
+    """Before botocore turns a LIST page into dicts (about 900 bytes of memory per entry): a page larger
+    than S3 ever sends is refused. The SDK has read the body whole by then; only the parse is saved."""
+    body = response_dict.get("body") or b""
+    if len(body) > LIST_PAGE_BYTES:
+        raise PageTooLarge(f"LIST page of {len(body)} bytes exceeds the LIST page limit {LIST_PAGE_BYTES}")
 
 
 def _list_params(
     bucket: str, prefix: str, delimiter: bool, token: str | None, start_after: str | None
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": MAX_KEYS_PER_PAGE}
     if delimiter:
         params["Delimiter"] = "/"
     if token:
@@ -114,6 +133,7 @@ def _list_params(
 def list_page(resp: dict[str, Any]) -> ListPage:
     """A ListObjectsV2 answer as the SDK parsed it -> ListPage."""
     token = next_token(bool(resp.get("IsTruncated")), resp.get("NextContinuationToken"))
+    check_page_entries(len(resp.get("Contents", ())) + len(resp.get("CommonPrefixes", ())))
     objects = tuple(
         RemoteObject(o["Key"], strip_etag(o.get("ETag", "")), int(o.get("Size", 0)))
         for o in resp.get("Contents", ())

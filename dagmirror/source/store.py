@@ -146,9 +146,13 @@ class S3Store:
                 raise SourceUnavailable(f"LIST s3://{self._bucket}/{prefix}: truncated without a token")
             params["ContinuationToken"] = token
 
-    async def get_version(self, key: str, version_id: str | None) -> FetchedObject:
+    async def get_version(
+        self, key: str, version_id: str | None, *, max_bytes: int | None = None
+    ) -> FetchedObject:
         async with self._translator.request("GET", key):
-            fetched = await get_object(self._client, self._bucket, key, version_id=version_id)
+            fetched = await get_object(
+                self._client, self._bucket, key, version_id=version_id, max_bytes=max_bytes
+            )
         self._counter.add("GET 200")
         return fetched
 
