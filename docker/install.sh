@@ -10,4 +10,7 @@ if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi
 python3 -m venv "$venv"
 "$venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet -r "$src/docker/requirements.lock"
 "$venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet --no-deps "$src"
+# The image runs dagmirror, not an installer: pip and setuptools leave the venv (about 25 MB), so the final
+# stage holds the pinned runtime packages and dagmirror only (tests/test_container.py checks the list).
+"$venv/bin/python" -m pip uninstall --yes --quiet --disable-pip-version-check pip setuptools
 "$venv/bin/dagmirror" --version

@@ -1,25 +1,38 @@
-"""Drive podman for tests/test_container.py: this project's settings (docker/containers.conf), why containers
-cannot run on a machine (the skip reason), the image build through `make image`, and a pod played from
-deploy/kubernetes/pod.yaml with only what a test must change."""
+"""Drive podman for tests/test_container*.py: this project's settings (docker/containers.conf), why
+containers cannot run on a machine (the skip reason), the image build through `make image`, the test-only
+Airflow image (docker/airflow-test.Containerfile), and pods played from deploy/kubernetes/ with only what a
+test must change."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dagmirror.devtools.servers import CREDENTIALS
+import pytest
+
+from dagmirror.devtools.servers import CREDENTIALS, free_port
+
+from .airflow_env import AIRFLOW_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "docker" / "containers.conf"
 # One tag per work tree, so two checkouts testing at once on one machine never move each other's image.
-IMAGE = f"localhost/dagmirror:test-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}"
+TREE = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+IMAGE = f"localhost/dagmirror:test-{TREE}"
+AIRFLOW_IMAGE = f"localhost/dagmirror-airflow:{AIRFLOW_VERSION}-test-{TREE}"
 # Lines for the end of the pytest run (conftest.py prints them): build time and size of the image.
 REPORT: list[str] = []
 INSTALL = "apt-get install -y podman runc catatonit debootstrap (.ci/run does)"
@@ -107,6 +120,61 @@ def build_image() -> float:
     return took
 
 
+def build_airflow_image() -> float:
+    """docker/airflow-test.Containerfile into AIRFLOW_IMAGE: real Airflow from PyPI on the base image (about
+    75 s and 550 MB the first time on a machine; then podman's layer cache answers at once). The proxy's CA
+    goes in as the build secret "ca", as `make image` does; returns the seconds it took."""
+    ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    old = image_id(AIRFLOW_IMAGE)
+    started = time.monotonic()
+    secret = ["--secret", f"id=ca,src={ca}"] if ca.exists() else []
+    podman(
+        "build", "--pull=never", "--format", "docker", *secret,
+        "--build-arg", f"BASE={base_image()}", "--build-arg", f"AIRFLOW_VERSION={AIRFLOW_VERSION}",
+        "--file", str(ROOT / "docker" / "airflow-test.Containerfile"), "--tag", AIRFLOW_IMAGE,
+        str(ROOT / "docker"), timeout=1200,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    if old is not None and old != image_id(AIRFLOW_IMAGE):
+        podman("rmi", old, check=False)
+    return took
+
+
+@functools.cache
+def _prepared(what: str) -> tuple[str, str]:
+    """(tag, "") once the image `what` ("dagmirror" or "airflow") is built, or ("", why it cannot be here);
+    once per pytest run, whichever test module asks first."""
+    reason = why_containers_cannot_run() or ensure_base_image()
+    if reason:
+        return "", reason
+    probe = podman("run", "--rm", "--network", "none", base_image(), "true", check=False)
+    if probe.returncode != 0:
+        return "", f"podman cannot run a container here: {probe.stderr.strip()[-500:]}"
+    stand_in = " on the stand-in base" if "base-image.sh" in podman(
+        "image", "inspect", "--format", "{{json .Labels}}", base_image()
+    ).stdout else ""  # fmt: skip
+    tag, took = (IMAGE, build_image()) if what == "dagmirror" else (AIRFLOW_IMAGE, build_airflow_image())
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout)
+    how = "`make image`" if what == "dagmirror" else "docker/airflow-test.Containerfile"
+    REPORT.append(f"container image {tag}: {how} {took:.1f} s, {size / 1e6:.0f} MB{stand_in}")
+    return tag, ""
+
+
+def container(test: Callable[..., None]) -> Callable[..., None]:
+    """Marks a test that needs podman (it skips with the reason where containers cannot run) and is slow:
+    the first run on a machine builds the stand-in base (about 1 min) and the Airflow image (about 75 s),
+    every run builds the dagmirror image (about 10 s when cached) and plays a pod."""
+    return pytest.mark.container(pytest.mark.slow(pytest.mark.timeout(900)(test)))
+
+
+def prepared_image(what: str = "dagmirror") -> str:
+    """The image's tag, built for this run; skips the calling test with the reason where it cannot be."""
+    tag, reason = _prepared(what)
+    if reason:
+        pytest.skip(reason)
+    return tag
+
+
 def _replace(value: str, old: str, new: str) -> str:
     assert old in value, (
         f"{old!r} not in {value!r}: deploy/kubernetes/pod.yaml changed, update tests/podman.py"
@@ -115,15 +183,22 @@ def _replace(value: str, old: str, new: str) -> str:
 
 
 def pod_for_test(
-    manifest: dict[str, Any], *, name: str, bucket: str, endpoint: str, port: int
+    manifest: dict[str, Any],
+    *,
+    name: str,
+    bucket: str,
+    endpoint: str,
+    port: int,
+    airflow: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The repo's pod with only what a test on this machine must change:
     - names: the pod's and its volumes' (podman makes an emptyDir a named volume, global on the machine);
     - dagmirror's image (IMAGE), bucket, HTTP port (the pod runs on the host's network) and S3 endpoint;
     - `ports` dropped: podman 4.3 refuses port mappings on the host's network;
     - restartPolicy OnFailure: under Always, podman 4.3 restarts an init container that exited 0, forever;
-    - Airflow's container runs the base image instead (no registry), printing the DAG folder as it finds it
-      at its start, then sleeping until SIGTERM."""
+    - Airflow's container runs `airflow` = (image, Python code) instead, by default the base image printing
+      the DAG folder as it finds it at its start, then sleeping until SIGTERM (apache/airflow cannot be
+      pulled here). Its env (AIRFLOW__CORE__DAGS_FOLDER, for one) stays."""
     doc = copy.deepcopy(manifest)
     doc["metadata"]["name"] = name
     spec = doc["spec"]
@@ -136,7 +211,8 @@ def pod_for_test(
         for mount in container.get("volumeMounts", []):
             mount["name"] = volumes[mount["name"]]
         if container["name"] == "airflow":
-            container |= {"image": base_image(), "command": ["python", "-c", STAND_IN], "args": []}
+            image, code = airflow or (base_image(), STAND_IN)
+            container |= {"image": image, "command": ["python", "-c", code], "args": []}
             continue
         container["image"] = IMAGE
         container["args"] = [
@@ -169,3 +245,75 @@ print(json.dumps(found), flush=True)
 while True:
     time.sleep(60)
 """
+
+
+class Pod:
+    """deploy/kubernetes/pod.yaml played with podman (see pod_for_test for what the test changes)."""
+
+    def __init__(self, manifest: dict[str, Any], path: Path, bucket: str, port: int) -> None:
+        self.manifest = manifest
+        self.bucket = bucket
+        self.name = manifest["metadata"]["name"]
+        self.path = path
+        self.port = port
+        path.write_text(json.dumps(manifest, indent=1))  # JSON is YAML, and no multi-line string can go wrong
+
+    def container(self, name: str) -> str:
+        return f"{self.name}-{name}"
+
+    def exec(self, name: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return podman("exec", self.container(name), *cmd, check=check)
+
+    def inspect(self, name: str, template: str) -> str:
+        return podman("inspect", "--format", template, self.container(name)).stdout.strip()
+
+    def logs(self, name: str) -> str:
+        proc = podman("logs", self.container(name))
+        return proc.stdout + proc.stderr
+
+    def readyz(self) -> dict[str, Any]:
+        """/readyz asked from inside the pod (Airflow's container, on the pod's network)."""
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        return dict(json.loads(self.exec("airflow", "python", "-c", code).stdout))
+
+    def remove(self) -> None:
+        """What this pod started, by name: `kube down` removes the pod, its containers and its volumes."""
+        podman("kube", "down", str(self.path), check=False)
+        podman("pod", "rm", "--force", "--ignore", self.name, check=False)
+        for volume in self.manifest["spec"]["volumes"]:
+            if podman("volume", "exists", volume["name"], check=False).returncode == 0:
+                podman("volume", "rm", "--force", volume["name"], check=False)
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def played(
+    manifest: dict[str, Any], folder: Path, bucket: str, endpoint: str, airflow: tuple[str, str] | None = None
+) -> Iterator[Pod]:
+    """`podman kube play` of a repo manifest (through pod_for_test) on the host's network, until the sidecar
+    answers /readyz; removed with everything it started on exit."""
+    port = free_port()
+    name = f"dagmirror-test-{uuid.uuid4().hex[:8]}"
+    doc = pod_for_test(manifest, name=name, bucket=bucket, endpoint=endpoint, port=port, airflow=airflow)
+    pod = Pod(doc, folder / "pod.yaml", bucket, port)
+    try:
+        podman("kube", "play", "--network", "host", str(pod.path), timeout=300)
+        until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), "the sidecar's /readyz")
+        yield pod
+    finally:
+        pod.remove()

@@ -15,16 +15,13 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-from dagmirror.devtools.servers import free_port
 
 from . import podman as pm
 from .daemon import Daemon
@@ -97,20 +94,48 @@ def dagmirror_containers(pod: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return init, sidecar
 
 
-def test_the_helm_values_give_every_dag_reading_pod_the_containers_of_the_played_pod() -> None:
-    init, sidecar = dagmirror_containers(load("pod.yaml"))
-    values = load("airflow-values.yaml")
+# Each pod the container tests play, and the Helm values that must give Airflow's pods the same containers.
+PAIRS = [("pod.yaml", "airflow-values.yaml"), ("pod-releases.yaml", "airflow-values-releases.yaml")]
+
+
+@pytest.mark.parametrize(("pod_file", "values_file"), PAIRS)
+def test_the_helm_values_give_every_dag_reading_pod_the_containers_of_the_played_pod(
+    pod_file: str, values_file: str
+) -> None:
+    pod, values = load(pod_file), load(values_file)
+    init, sidecar = dagmirror_containers(pod)
     for component in ("scheduler", "dagProcessor", "workers", "triggerer", "apiServer"):
         assert values[component]["extraInitContainers"] == [init], component
         assert values[component]["extraContainers"] == [sidecar], component
-    pod_volumes = {v["name"]: v for v in load("pod.yaml")["spec"]["volumes"]}
+    pod_volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert {v["name"]: v for v in values["volumes"]} == pod_volumes
-    (airflow,) = [c for c in load("pod.yaml")["spec"]["containers"] if c["name"] == "airflow"]
+    (airflow,) = [c for c in pod["spec"]["containers"] if c["name"] == "airflow"]
     assert values["volumeMounts"] == airflow["volumeMounts"]
+    dags_folder = {e["name"]: e["value"] for e in airflow.get("env", [])}.get("AIRFLOW__CORE__DAGS_FOLDER")
+    assert values.get("config", {}).get("core", {}).get("dags_folder") == dags_folder
 
 
-def test_the_pod_runs_dagmirror_non_root_read_only_without_capabilities() -> None:
-    pod = load("pod.yaml")
+def test_the_releases_pod_links_dest_inside_the_volume_and_points_airflow_at_the_link() -> None:
+    """A volume's mount point cannot become a link: DEST is /dags/current inside the `dags` volume, and
+    Airflow's dags_folder is that link under its own mount of the same volume."""
+    pod = load("pod-releases.yaml")
+    for container in dagmirror_containers(pod):
+        args = container["args"]
+        assert args[2] == "/dags/current"
+        assert args[args.index("--switch") + 1] == "symlink"
+        assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["dags"] == "/dags"
+    (airflow,) = [c for c in pod["spec"]["containers"] if c["name"] == "airflow"]
+    (mount,) = airflow["volumeMounts"]
+    assert mount["name"] == "dags"
+    assert mount["readOnly"] is True
+    assert airflow["env"] == [
+        {"name": "AIRFLOW__CORE__DAGS_FOLDER", "value": f"{mount['mountPath']}/current"}
+    ]
+
+
+@pytest.mark.parametrize("pod_file", [pod for pod, _ in PAIRS])
+def test_the_pod_runs_dagmirror_non_root_read_only_without_capabilities(pod_file: str) -> None:
+    pod = load(pod_file)
     for container in dagmirror_containers(pod):
         context = container["securityContext"]
         assert context["runAsNonRoot"] is True
@@ -129,7 +154,7 @@ def test_operations_doc_points_to_the_manifests_and_quotes_them_verbatim() -> No
     """docs/operations.md includes the manifests by link; any YAML it shows from them must be cut from the
     real file, so the docs cannot drift from what the container test plays."""
     doc = (ROOT / "docs" / "operations.md").read_text()
-    for name in ("pod.yaml", "airflow-values.yaml"):
+    for name in [name for pair in PAIRS for name in pair]:
         assert f"](../deploy/kubernetes/{name})" in doc, name
     quotes = re.findall(r"<!-- quote: deploy/kubernetes/(\S+) -->\n```yaml\n(.*?)```", doc, re.S)
     assert quotes, "operations.md quotes no manifest"
@@ -140,26 +165,9 @@ def test_operations_doc_points_to_the_manifests_and_quotes_them_verbatim() -> No
 # --- the image and the pod, with podman ---------------------------------------------------------------------
 
 
-def container(test: Callable[..., None]) -> Callable[..., None]:
-    """Needs podman (skips with the reason where containers cannot run); slow: the first run on a machine
-    builds the stand-in base (about 1 min), every run builds the image (about 20 s) and plays the pod."""
-    return pytest.mark.container(pytest.mark.slow(pytest.mark.timeout(900)(test)))
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
-    reason = pm.why_containers_cannot_run() or pm.ensure_base_image()
-    if reason:
-        pytest.skip(reason)
-    probe = pm.podman("run", "--rm", "--network", "none", pm.base_image(), "true", check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"podman cannot run a container here: {probe.stderr.strip()[-500:]}")
-    took = pm.build_image()
-    size = int(pm.podman("image", "inspect", "--format", "{{.Size}}", pm.IMAGE).stdout)
-    base = pm.podman("image", "inspect", "--format", "{{json .Labels}}", pm.base_image()).stdout
-    stand_in = " on the stand-in base" if "base-image.sh" in base else ""
-    pm.REPORT.append(f"container image {pm.IMAGE}: `make image` {took:.1f} s, {size / 1e6:.0f} MB{stand_in}")
-    return pm.IMAGE
+    return pm.prepared_image()
 
 
 def run(image: str, *args: str, entrypoint: str | None = None) -> str:
@@ -173,7 +181,7 @@ def run(image: str, *args: str, entrypoint: str | None = None) -> str:
     return pm.podman("run", *flags, image, *args).stdout
 
 
-@container
+@pm.container
 def test_image_runs_dagmirror_as_a_non_root_user_with_a_healthcheck(image: str) -> None:
     assert run(image, "--version").startswith("dagmirror, version")
     assert run(image, "-u", entrypoint="id").strip() == "10001"
@@ -184,7 +192,7 @@ def test_image_runs_dagmirror_as_a_non_root_user_with_a_healthcheck(image: str) 
     assert "/healthz" in check["Test"][-1]
 
 
-@container
+@pm.container
 def test_image_keeps_no_compiler_pip_cache_or_build_secret(image: str) -> None:
     found = run(image, "-c", "command -v gcc cc; ls -d /run/secrets ~/.cache /root/.cache 2>/dev/null; env",
                 entrypoint="sh")  # fmt: skip
@@ -195,89 +203,56 @@ def test_image_keeps_no_compiler_pip_cache_or_build_secret(image: str) -> None:
     assert "PIP_CERT" not in found
 
 
-class Pod:
-    """deploy/kubernetes/pod.yaml played with podman (see pm.pod_for_test for what the test changes)."""
-
-    def __init__(self, manifest: dict[str, Any], path: Path, bucket: str, port: int) -> None:
-        self.manifest = manifest
-        self.bucket = bucket
-        self.name = manifest["metadata"]["name"]
-        self.path = path
-        self.port = port
-        path.write_text(json.dumps(manifest, indent=1))  # JSON is YAML, and no multi-line string can go wrong
-
-    def container(self, name: str) -> str:
-        return f"{self.name}-{name}"
-
-    def exec(self, name: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return pm.podman("exec", self.container(name), *cmd, check=check)
-
-    def inspect(self, name: str, template: str) -> str:
-        return pm.podman("inspect", "--format", template, self.container(name)).stdout.strip()
-
-    def logs(self, name: str) -> str:
-        proc = pm.podman("logs", self.container(name))
-        return proc.stdout + proc.stderr
-
-    def readyz(self) -> dict[str, Any]:
-        """/readyz asked from inside the pod (Airflow's container, on the pod's network)."""
-        url = f"http://127.0.0.1:{self.port}/readyz"
-        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
-        return dict(json.loads(self.exec("airflow", "python", "-c", code).stdout))
-
-    def remove(self) -> None:
-        """What this pod started, by name: `kube down` removes the pod, its containers and its volumes."""
-        pm.podman("kube", "down", str(self.path), check=False)
-        pm.podman("pod", "rm", "--force", "--ignore", self.name, check=False)
-        for volume in self.manifest["spec"]["volumes"]:
-            if pm.podman("volume", "exists", volume["name"], check=False).returncode == 0:
-                pm.podman("volume", "rm", "--force", volume["name"], check=False)
+def pins(text: str) -> set[str]:
+    """`name==version` lines, names normalised (PEP 503), comments and blank lines dropped."""
+    found = set()
+    for line in text.splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.strip().split("==")
+            found.add(f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}")
+    return found
 
 
-def until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+# Every distribution in the image's venv, one `name==version` per line.
+INSTALLED = (
+    "import importlib.metadata as m; "
+    "print('\\n'.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))"
+)
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+@pm.container
+def test_image_holds_exactly_the_pinned_packages_and_no_installer(image: str) -> None:
+    """The final stage's venv is docker/requirements.lock plus dagmirror: no unpinned package, and neither
+    pip nor setuptools (an image that runs dagmirror has nothing to install)."""
+    installed = pins(run(image, "-c", INSTALLED, entrypoint="python"))
+    locked = pins((ROOT / "docker" / "requirements.lock").read_text())
+    version = run(image, "--version").split()[-1]
+    assert installed == locked | {f"dagmirror=={version}"}
 
 
 FIRST = {"team/a.py": "a = 1\n", "team/sub/b.py": "b = 2\n"}
 
 
 @pytest.fixture(scope="module")
-def pod(image: str, s3: Any, moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
+def pod(
+    image: str, s3: Any, moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[pm.Pod]:
     bucket = f"pod-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
     put_all(s3, bucket, "dags/production/", {k: v.encode() for k, v in FIRST.items()})
-    port = free_port()
-    name = f"dagmirror-test-{uuid.uuid4().hex[:8]}"
-    manifest = pm.pod_for_test(load("pod.yaml"), name=name, bucket=bucket, endpoint=moto_endpoint, port=port)
-    played = Pod(manifest, tmp_path_factory.mktemp("pod") / "pod.yaml", bucket, port)
-    try:
-        pm.podman("kube", "play", "--network", "host", str(played.path), timeout=300)
-        until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), "the sidecar's /readyz")
+    with pm.played(load("pod.yaml"), tmp_path_factory.mktemp("pod"), bucket, moto_endpoint) as played:
         yield played
-    finally:
-        played.remove()
 
 
-@container
-def test_pod_init_container_fills_the_volume_before_the_main_containers_start(pod: Pod) -> None:
-    until(lambda: pod.logs("airflow").strip() != "", "Airflow's stand-in to list the DAG folder")
+@pm.container
+def test_pod_init_container_fills_the_volume_before_the_main_containers_start(pod: pm.Pod) -> None:
+    pm.until(lambda: pod.logs("airflow").strip() != "", "Airflow's stand-in to list the DAG folder")
     seen_at_start = json.loads(pod.logs("airflow").splitlines()[0])
     assert seen_at_start == FIRST
 
 
-@container
-def test_pod_sidecar_answers_readyz_and_keeps_the_volume_mirrored(pod: Pod, s3: Any) -> None:
+@pm.container
+def test_pod_sidecar_answers_readyz_and_keeps_the_volume_mirrored(pod: pm.Pod, s3: Any) -> None:
     ready = pod.readyz()
     assert ready["ready"] is True
     s3.put_object(Bucket=pod.bucket, Key="dags/production/team/c.py", Body=b"c = 3\n")
@@ -289,11 +264,11 @@ def test_pod_sidecar_answers_readyz_and_keeps_the_volume_mirrored(pod: Pod, s3: 
         read = pod.exec("airflow", "cat", "/opt/airflow/dags/team/c.py", check=False)
         return read.returncode == 0 and read.stdout == "c = 3\n"
 
-    until(airflow_sees_it, "the new upload in Airflow's DAG folder")
+    pm.until(airflow_sees_it, "the new upload in Airflow's DAG folder")
 
 
-@container
-def test_pod_sidecar_writes_only_its_volumes_as_non_root_without_capabilities(pod: Pod) -> None:
+@pm.container
+def test_pod_sidecar_writes_only_its_volumes_as_non_root_without_capabilities(pod: pm.Pod) -> None:
     sidecar = "dagmirror"
     assert pod.inspect(sidecar, "{{.HostConfig.ReadonlyRootfs}}") == "true"
     assert pod.exec(sidecar, "id", "-u").stdout.strip() == "10001"
@@ -309,8 +284,8 @@ def test_pod_sidecar_writes_only_its_volumes_as_non_root_without_capabilities(po
     )  # mounted readOnly
 
 
-@container
-def test_pod_stop_sends_sigterm_and_the_sidecar_exits_0_within_its_grace_period(pod: Pod) -> None:
+@pm.container
+def test_pod_stop_sends_sigterm_and_the_sidecar_exits_0_within_its_grace_period(pod: pm.Pod) -> None:
     """`podman pod stop -t <terminationGracePeriodSeconds>` is what Kubernetes does: SIGTERM to every
     container, SIGKILL after the grace period. (`podman kube down` of podman 4.3 kills without a grace period:
     the pod fixture uses it only to remove what is left.)"""
