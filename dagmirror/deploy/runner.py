@@ -25,6 +25,7 @@ from dagmirror.deploy.validate import budget_problems, collision_problems
 from dagmirror.deploy.writer import Writer
 from dagmirror.errors import DeployRefused, GuardRefused
 from dagmirror.source import DeployStore, LiveObject
+from dagmirror.trust import Signing
 from dagmirror.verify import verify
 
 UNSAFE_NOTE = "published without compare-and-swap: the server ignores conditional writes (opted in)"
@@ -40,6 +41,7 @@ class Pipeline:
     clock: Callable[[], float]
     user: str
     host: str
+    signing: Signing | None = None  # signed releases: who signs each manifest and pointer
 
     @property
     def config(self) -> DeployConfig:
@@ -80,7 +82,7 @@ class Pipeline:
             return None
         prefix = self.config.env_prefix(request.env)
         allow = self.config.allow_no_conditional_writes
-        return Publisher(self.bucket, prefix, allow_no_cas=allow)
+        return Publisher(self.bucket, prefix, allow_no_cas=allow, signing=self.signing)
 
     async def _listing(self, store: DeployStore, prefix: str) -> tuple[tuple[LiveObject, ...], str | None]:
         """The environment's live versions, and who the credentials belong to (asked alongside: best effort,

@@ -1,0 +1,87 @@
+"""`dagmirror keys generate|show|rotate`: local signing keys for signed releases (docs/security.md, "Signed
+releases"). Parses flags, calls trust.py, renders."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from dagmirror.cli.app import call, cli
+from dagmirror.errors import ConfigError
+from dagmirror.trust import KeySigner, PublicKey, generate_ed25519, public_key, rotation_statement
+
+
+@cli.group()
+def keys() -> None:
+    """Signing keys for signed releases (Ed25519 key files)."""
+
+
+@keys.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def generate(out: Path) -> None:
+    """Write a new Ed25519 private key to OUT (mode 0600, never overwritten); print its public key."""
+
+    def make() -> PublicKey:
+        pem = generate_ed25519()
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise ConfigError(f"{out} exists: choose another file (a key is never overwritten)") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot create {out}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        return KeySigner(pem).public
+
+    _show(call(make, 0))
+
+
+@keys.command()
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--paths", multiple=True, metavar="GLOB", help="Paths the key may sign in the trust entry.")
+def show(key_file: Path, paths: tuple[str, ...]) -> None:
+    """Print the key id and the trust-file entry of KEY_FILE (a private or a public PEM key)."""
+    _show(call(lambda: _public(key_file, paths or ("**",)), 0))
+
+
+@keys.command()
+@click.option("--old", "old_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--new", "new_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def rotate(old_file: Path, new_file: Path) -> None:
+    """Print the statement 'OLD is replaced by NEW', signed by OLD (private), for deploy --rotation."""
+
+    def make() -> bytes:
+        old = KeySigner(_read(old_file))
+        new = _public(new_file, ("**",))
+        statement = rotation_statement(old.keyid, new.pem)
+        from dagmirror.trust import payload_of
+
+        statement["signatures"] = [old.sign_now(payload_of(statement))]
+        return orjson.dumps(statement, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+
+    sys.stdout.write(call(make, 0).decode())
+
+
+def _public(path: Path, paths: tuple[str, ...]) -> PublicKey:
+    data = _read(path)
+    if b"PRIVATE KEY" in data:
+        return public_key(KeySigner(data).public.pem, paths)
+    return public_key(data, paths)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _show(key: PublicKey) -> None:
+    click.echo(f"# key id {key.keyid} ({key.alg}); add to a trust file (docs/security.md):")
+    click.echo("[[keys]]")
+    click.echo(f"paths = [{', '.join(orjson.dumps(p).decode() for p in key.paths)}]")
+    click.echo(f'public = """\n{key.pem}"""')
