@@ -126,8 +126,8 @@ def public_key(pem: str | bytes, paths: Sequence[str] = ("**",)) -> PublicKey:
     text = pem.decode() if isinstance(pem, bytes) else pem
     try:
         key = load_pem_public_key(text.encode())
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"not a PEM public key: {exc}") from None
+    except (ValueError, TypeError):
+        raise ConfigError("not a PEM public key (-----BEGIN PUBLIC KEY----- ...)") from None
     if isinstance(key, ed25519.Ed25519PublicKey):
         alg = ED25519
     elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
@@ -315,8 +315,10 @@ class KeySigner:
 
         try:
             key = load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"not an unencrypted PEM private key: {exc}") from None
+        except (ValueError, TypeError):
+            raise ConfigError(
+                "not an unencrypted PEM private key (-----BEGIN PRIVATE KEY----- ...)"
+            ) from None
         if not isinstance(key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey)):
             raise ConfigError(f"unsupported key type {type(key).__name__}: use Ed25519 or ECDSA P-256")
         self._key = key

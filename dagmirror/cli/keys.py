@@ -41,11 +41,26 @@ def generate(out: Path) -> None:
 
 
 @keys.command()
-@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("key_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--kms-key-id", metavar="ID", help="Show an AWS KMS key (ECC_NIST_P256) instead of a file.")
+@click.option("--region", help="AWS region of the KMS key (default: the AWS chain).")
 @click.option("--paths", multiple=True, metavar="GLOB", help="Paths the key may sign in the trust entry.")
-def show(key_file: Path, paths: tuple[str, ...]) -> None:
-    """Print the key id and the trust-file entry of KEY_FILE (a private or a public PEM key)."""
-    _show(call(lambda: _public(key_file, paths or ("**",)), 0))
+def show(key_file: Path | None, kms_key_id: str | None, region: str | None, paths: tuple[str, ...]) -> None:
+    """Print the key id and the trust-file entry of KEY_FILE (a private or public PEM key) or a KMS key."""
+    scope = paths or ("**",)
+
+    def load() -> PublicKey:
+        if kms_key_id:
+            from dagmirror.cli.app import run_async
+            from dagmirror.source.kms import KmsSigner
+
+            signer = KmsSigner(kms_key_id, region=region, profile=None)
+            return public_key(run_async(signer.public_pem()), scope)
+        if key_file is None:
+            raise ConfigError("give a KEY_FILE or --kms-key-id")
+        return _public(key_file, scope)
+
+    _show(call(load, 0))
 
 
 @keys.command()

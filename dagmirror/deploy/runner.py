@@ -68,7 +68,9 @@ class Pipeline:
         validation = await self._validation(request, policy, live, kept, notes)
         report = self._report(request, started, who, plan, validation)
         switching = current is not None and current.pointer is None  # the first release is published anyway
-        if request.dry_run or not (plan.writes or plan.deletes or switching):
+        # Signed, a rollback always publishes: to the current release, it re-signs it with a fresh expiry.
+        resign = publisher is not None and publisher.signing is not None and request.release is not None
+        if request.dry_run or not (plan.writes or plan.deletes or switching or resign):
             return replace(report, seconds=time.monotonic() - t0)  # nothing written, not even a record
         if publisher is not None and current is not None:
             published = await publish_release(publisher, current, request, plan, live, report)

@@ -74,6 +74,9 @@ class ReleasePass:
         try:
             polled = await self._fetch.poll(self._gate.poll_etag(installed), retry=not may_list)
         except DagmirrorError as exc:
+            refusal = self._gate.refuse(exc)
+            if refusal is not None:
+                return self._refused(refusal, installed)
             if may_list:
                 log.info("release pointer not readable, listing objects instead: %s", exc)
                 return None
@@ -114,8 +117,8 @@ class ReleasePass:
         """A pointer read whole: install its release (or confirm it is the one DEST has)."""
         ctx, pointer = self._ctx, polled.pointer
         self._gate.pointer(pointer, polled.body, installed)
-        checked = await self._fetch.manifest(pointer.release, self._gate.manifest_limit(pointer))
-        self._gate.manifest(checked)
+        limit = self._gate.manifest_limit(pointer)
+        checked = await self._gate.manifest(self._fetch.manifest(pointer.release, limit))
         files, collisions, excluded = accept_release_paths(
             ctx.prefix, checked.manifest.files, ctx.config.filters.wants
         )

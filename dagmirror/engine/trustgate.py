@@ -9,7 +9,10 @@ record) and DEST stays as it was. Key rotations a pointer carries are remembered
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from dagmirror.engine.context import PassContext
+from dagmirror.errors import DagmirrorError, IntegrityError, ReleaseError, SourceError
 from dagmirror.manifest import MAX_MANIFEST_BYTES, CheckedManifest, Pointer, pointer_payload
 from dagmirror.state import InstalledRelease
 from dagmirror.trust import TrustPolicy, Untrusted, check_manifest, check_pointer, rotate, stale
@@ -66,9 +69,26 @@ class TrustGate:
             return MAX_MANIFEST_BYTES
         return min(pointer.manifest_size, MAX_MANIFEST_BYTES)
 
-    def manifest(self, checked: CheckedManifest) -> None:
-        if self.policy is None:
-            return
+    async def manifest(self, fetch: Awaitable[CheckedManifest]) -> CheckedManifest:
+        """The manifest `fetch` reads, verified; with trust, one that does not parse or hash (a swap, a mix of
+        releases, a size beyond the signed one) is refused like an unsigned one."""
+        try:
+            checked = await fetch
+        except (ReleaseError, IntegrityError, SourceError) as exc:
+            tampered = not isinstance(exc, SourceError) or exc.code == "BodyTooLarge"
+            if self.on and tampered:
+                raise Untrusted(str(exc)) from None
+            raise
+        if self.policy is not None:
+            self._verify(checked)
+        return checked
+
+    def refuse(self, exc: DagmirrorError) -> Untrusted | None:
+        """With trust, a pointer that does not parse (another environment's, malformed) is refused."""
+        return Untrusted(str(exc)) if self.on and isinstance(exc, ReleaseError) else None
+
+    def _verify(self, checked: CheckedManifest) -> None:
+        assert self.policy is not None
         paths = [*checked.manifest.files, *(r.key.removeprefix(self._ctx.prefix) for r in checked.rejections)]
         check_manifest(self.policy, checked.payload, checked.manifest.signatures, paths, checked.release_id)
 

@@ -30,10 +30,9 @@ class KmsSigner:
         async with self._client() as kms:
             if self._keyid is None:
                 public = await self._call(kms.get_public_key(KeyId=self.key_id))
-                if public.get("KeySpec") != "ECC_NIST_P256":
-                    raise ConfigError(
-                        f"KMS key {self.key_id} is {public.get('KeySpec')}: signing needs ECC_NIST_P256"
-                    )
+                spec = public.get("KeySpec") or public.get("CustomerMasterKeySpec")
+                if spec != "ECC_NIST_P256":
+                    raise ConfigError(f"KMS key {self.key_id} is {spec}: signing needs ECC_NIST_P256")
                 self._keyid = keyid_of(public["PublicKey"])
             signed = await self._call(
                 kms.sign(KeyId=self.key_id, Message=payload, MessageType="RAW", SigningAlgorithm=ALGORITHM)
