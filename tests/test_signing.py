@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from dagmirror.audit import AuditLog
+from dagmirror.config import load_run_config
 from dagmirror.metrics import Metrics
 from dagmirror.models import SyncReport
 
@@ -91,3 +92,19 @@ def test_a_refusal_writes_an_audit_record_naming_it(tmp_path: Path) -> None:
     record = orjson.loads(written.read_bytes().splitlines()[0])
     assert (record["result"], record["untrusted"]) == ("untrusted", untrusted_report().untrusted)
     assert record["release"] == "a" * 64
+
+
+def test_each_mirror_of_the_daemon_config_has_its_own_trust(tmp_path: Path) -> None:
+    prod_key, dev_key = new_key(tmp_path, "prod"), new_key(tmp_path, "dev")
+    prod = trust_file(tmp_path, "prod-trust", {prod_key: ["**"]})
+    dev = trust_file(tmp_path, "dev-trust", {prod_key: ["**"], dev_key: ["**"]})
+    config = tmp_path / "dagmirror.toml"
+    config.write_text(
+        f'[[mirror]]\nname = "prod"\nsource = "s3://bkt/dags/production/"\ndest = "{tmp_path}/p"\n'
+        f'trust = "{prod}"\n'
+        f'[[mirror]]\nname = "dev"\nsource = "s3://bkt/dags/dev/"\ndest = "{tmp_path}/d"\ntrust = "{dev}"\n'
+        f'[[mirror]]\nname = "plain"\nsource = "s3://bkt/dags/x/"\ndest = "{tmp_path}/x"\n'
+    )
+    mappings = {m.name: m.config.trust for m in load_run_config(config, {}, {}).mappings}
+    assert [len(t.keys) if t else 0 for t in mappings.values()] == [1, 2, 0]
+    assert list(mappings) == ["prod", "dev", "plain"]

@@ -4,16 +4,18 @@ key never leaves KMS; the mirror verifies with its public half from `dagmirror k
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import orjson
 import pytest
 
 from dagmirror.errors import ConfigError
 from dagmirror.source.kms import KmsSigner
-from dagmirror.trust import public_key, signers_of
+from dagmirror.trust import parse_trust, public_key, rotate, signers_of
 
 from .helpers import dagmirror, read_tree, sdk_credentials, write_tree
 
@@ -81,3 +83,20 @@ def test_deploy_signed_by_kms_is_installed_by_a_mirror_trusting_it(
     assert refused.code == 1
     assert "0 valid signature(s) of a trusted key" in refused.stderr
     assert read_tree(dest) == FILES
+
+
+def test_a_kms_key_signs_the_rotation_to_its_successor(kms: Any, moto_endpoint: str, tmp_path: Path) -> None:
+    old_id = signing_key(kms)
+    old = dagmirror("keys", "show", "--kms-key-id", old_id, "--region", "us-east-1", endpoint=moto_endpoint)
+    (tmp_path / "trust.toml").write_text(old.stdout)
+    successor = signing_key(kms)
+    shown = dagmirror(
+        "keys", "show", "--kms-key-id", successor, "--region", "us-east-1", endpoint=moto_endpoint
+    )
+    (tmp_path / "new.toml").write_text(shown.stdout)
+    run = dagmirror("keys", "rotate", "--old-kms-key-id", old_id, "--new", tmp_path / "new.toml",
+                    endpoint=moto_endpoint)  # fmt: skip
+    assert run.code == 0, run.stderr
+    policy = parse_trust(tomllib.loads((tmp_path / "trust.toml").read_text()), "trust.toml")
+    rotated = rotate(policy, [orjson.loads(run.stdout)])
+    assert [k.pem for k in rotated.keys] == [parse_trust(tomllib.loads(shown.stdout), "new").keys[0].pem]

@@ -4,6 +4,7 @@ releases"). Parses flags, calls trust.py, renders."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,16 @@ import orjson
 
 from dagmirror.cli.app import call, cli
 from dagmirror.errors import ConfigError
-from dagmirror.trust import KeySigner, PublicKey, generate_ed25519, public_key, rotation_statement
+from dagmirror.trust import (
+    KeySigner,
+    PublicKey,
+    generate_ed25519,
+    payload_of,
+    public_key,
+    rotation_statement,
+)
+
+_PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----\n?", re.DOTALL)
 
 
 @cli.group()
@@ -64,28 +74,46 @@ def show(key_file: Path | None, kms_key_id: str | None, region: str | None, path
 
 
 @keys.command()
-@click.option("--old", "old_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--new", "new_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def rotate(old_file: Path, new_file: Path) -> None:
-    """Print the statement 'OLD is replaced by NEW', signed by OLD (private), for deploy --rotation."""
+@click.option("--old", "old_file", type=click.Path(dir_okay=False, path_type=Path), help="Old private key.")
+@click.option("--old-kms-key-id", metavar="ID", help="...or the old key in AWS KMS.")
+@click.option(
+    "--new",
+    "new_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="New key: a key file, or the output of `keys show` (e.g. of a KMS key).",
+)
+def rotate(old_file: Path | None, old_kms_key_id: str | None, new_file: Path) -> None:
+    """Print the statement 'OLD is replaced by NEW', signed by OLD, for deploy --rotation."""
 
     def make() -> bytes:
-        old = KeySigner(_read(old_file))
         new = _public(new_file, ("**",))
-        statement = rotation_statement(old.keyid, new.pem)
-        from dagmirror.trust import payload_of
+        if old_kms_key_id:
+            from dagmirror.cli.app import run_async
+            from dagmirror.source.kms import KmsSigner
 
-        statement["signatures"] = [old.sign_now(payload_of(statement))]
+            kms = KmsSigner(old_kms_key_id, region=None, profile=None)
+            old_id = public_key(run_async(kms.public_pem())).keyid
+            statement = rotation_statement(old_id, new.pem)
+            statement["signatures"] = [run_async(kms.sign(payload_of(statement)))]
+        elif old_file is not None:
+            old = KeySigner(_read(old_file))
+            statement = rotation_statement(old.keyid, new.pem)
+            statement["signatures"] = [old.sign_now(payload_of(statement))]
+        else:
+            raise ConfigError("give the old key: --old FILE or --old-kms-key-id ID")
         return orjson.dumps(statement, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
 
     sys.stdout.write(call(make, 0).decode())
 
 
 def _public(path: Path, paths: tuple[str, ...]) -> PublicKey:
+    """A private key's public half, a public PEM, or the PEM inside a trust entry `keys show` printed."""
     data = _read(path)
     if b"PRIVATE KEY" in data:
         return public_key(KeySigner(data).public.pem, paths)
-    return public_key(data, paths)
+    found = _PEM.search(data)
+    return public_key(found.group(0) if found else data, paths)
 
 
 def _read(path: Path) -> bytes:
