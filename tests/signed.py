@@ -50,6 +50,10 @@ class Fleet:
         async with self.deployer(root=str(src), **flags) as deployer:
             return await deployer.deploy([src], env)
 
+    async def promote(self, source: str, target: str, **flags: Any) -> DeployReport:
+        async with self.deployer(**flags) as deployer:
+            return await deployer.promote(source, target)
+
     async def rollback(self, env: str, to: str, **flags: Any) -> DeployReport:
         async with self.deployer(**flags) as deployer:
             return await deployer.rollback(env, to)

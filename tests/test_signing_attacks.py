@@ -317,3 +317,28 @@ async def test_a_rollback_to_the_current_release_re_signs_it_with_a_fresh_expiry
     report = await fleet.sync(dest, trust, clock=lambda: expires + 1.0)  # the old pointer would be stale now
     assert (report.untrusted, report.release_seq, report.downloaded) == (None, 2, 0)
     assert read_tree(dest) == V1
+
+
+async def test_promote_signs_the_release_it_makes_for_the_target(
+    fleet: Fleet, ci_key: Path, trust: Path, tmp_path: Path
+) -> None:
+    dev_key = new_key(tmp_path, "dev")
+    await fleet.deploy(V1, env="dev", sign_keys=[str(dev_key)])  # dev: a key production does not trust
+    promoted = await fleet.promote("dev", "prod", sign_keys=[str(ci_key)])
+    report = await fleet.sync(tmp_path / "dest", trust)
+    assert (report.release, report.untrusted) == (promoted.release, None)
+    assert read_tree(tmp_path / "dest") == V1
+
+
+async def test_threshold_two_installs_only_releases_both_keys_signed(
+    fleet: Fleet, ci_key: Path, tmp_path: Path
+) -> None:
+    second = new_key(tmp_path, "security-team")
+    trust = trust_file(tmp_path, "two", {ci_key: ["**"], second: ["**"]}, threshold=2)
+    dest = tmp_path / "dest"
+    await fleet.deploy(V1, sign_keys=[str(ci_key), str(second)])
+    assert (await fleet.sync(dest, trust)).untrusted is None
+    await fleet.deploy(V2, sign_keys=[str(ci_key)])  # one stolen key is not enough
+    report = await fleet.sync(dest, trust)
+    assert "1 valid signature(s) of a trusted key, needs 2" in (report.untrusted or "")
+    assert read_tree(dest) == V1
