@@ -137,11 +137,8 @@ def public_key(pem: str | bytes, paths: Sequence[str] = ("**",)) -> PublicKey:
     der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     canonical = key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
     for pattern in paths:
-        if (
-            not pattern
-            or pattern.startswith("/")
-            or ("**" in pattern and pattern != "**" and not pattern.endswith("/**"))
-        ):
+        stem = "" if pattern == "**" else pattern.removesuffix("/**")
+        if not pattern or pattern.startswith("/") or any(c in stem for c in "*?["):
             raise ConfigError(f"paths: {pattern!r} is not 'DIR/**', '**' or a relative file path")
     return PublicKey(keyid_of(der), alg, canonical, tuple(paths))
 
@@ -205,11 +202,12 @@ def signers_of(
 
 def rotate(policy: TrustPolicy, statements: Sequence[Mapping[str, Any]]) -> TrustPolicy:
     """`policy` after every rotation statement a trusted key signed (chains too): the old key is replaced by
-    the new one, with the old key's paths. Statements no trusted key signed are ignored."""
-    if len(statements) > MAX_ROTATIONS:
-        raise Untrusted(f"the pointer carries {len(statements)} key rotations (at most {MAX_ROTATIONS})")
+    the new one, with the old key's paths. Statements no trusted key signed are ignored, and so are those
+    naming a key already trusted (a team key could otherwise narrow another key's paths)."""
     keys, learned = dict(policy.by_id()), list(policy.rotations)
     pending = [s for s in statements if s not in learned]
+    if len(pending) > MAX_ROTATIONS:
+        raise Untrusted(f"the pointer carries {len(pending)} new key rotations (at most {MAX_ROTATIONS})")
     progress = True
     while pending and progress:
         progress = False
@@ -223,6 +221,8 @@ def rotate(policy: TrustPolicy, statements: Sequence[Mapping[str, Any]]) -> Trus
                 new = public_key(str(statement.get("new", "")), old.paths)
             except ConfigError as exc:
                 raise Untrusted(f"key rotation signed by {old.keyid[:12]} names a bad key: {exc}") from None
+            if new.keyid in keys:
+                continue
             del keys[old.keyid]
             keys[new.keyid] = new
             learned.append(statement)

@@ -215,6 +215,12 @@ def test_a_rotation_not_signed_by_the_old_key_is_ignored() -> None:
     assert [k.keyid for k in rotated.keys] == [CI.keyid]
 
 
+def test_a_rotation_to_a_key_already_trusted_changes_nothing() -> None:
+    policy = trusting(TEAM_A, CI, paths={TEAM_A.keyid: ["team_a/**"]})
+    rotated = rotate(policy, [rotation(TEAM_A, CI)])
+    assert {k.keyid: k.paths for k in rotated.keys} == {TEAM_A.keyid: ("team_a/**",), CI.keyid: ("**",)}
+
+
 def test_signatures_of_unknown_keys_and_garbage_are_ignored() -> None:
     payload = b"x"
     sigs = [
@@ -243,6 +249,7 @@ def test_parse_trust_reads_keys_paths_and_threshold() -> None:
             "threshold must be a whole number from 1 to 1",
         ),
         ({"keys": [{"public": CI.public.pem, "paths": ["a/**/b"]}]}, "is not 'DIR/\\*\\*'"),
+        ({"keys": [{"public": CI.public.pem, "paths": ["a/*.py"]}]}, "is not 'DIR/\\*\\*'"),
         ({"keys": [{"public": CI.public.pem}], "thresold": 1}, "unknown key 'thresold'"),
     ],
 )
