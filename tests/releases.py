@@ -65,6 +65,7 @@ def publish_to(
     archive: bool = True,
     bodies: bool = True,
     signer: KeySigner | None = None,
+    rotations: tuple[dict[str, Any], ...] = (),
 ) -> str:
     """The same through any `put(key, body)` (a MemorySource's, for tests without a server)."""
     if bodies:
@@ -93,7 +94,7 @@ def publish_to(
         manifest_size=len(doc),
     )
     if signer is not None:
-        pointer = replace(pointer, expires=time.time() + 3600)
+        pointer = replace(pointer, expires=time.time() + 3600, rotations=rotations)
         pointer = replace(pointer, signatures=(signer.sign_now(pointer.encode()),))
     put(pointer_key(prefix), pointer.encode())
     return release

@@ -59,8 +59,9 @@ class TrustGate:
         if pointer.manifest_size is None:
             raise Untrusted(f"pointer seq {pointer.seq} does not say its manifest's size")
         self.policy = policy
-        if len(policy.rotations) > len(state.rotations) and not self._ctx.config.dry_run:
-            state.rotations = [dict(r) for r in policy.rotations]
+        learned_now = [dict(r) for r in policy.rotations if r not in state.rotations]
+        if learned_now and not self._ctx.config.dry_run:  # kept even if the manifest is then refused
+            state.rotations = [*state.rotations, *learned_now]
             self._ctx.ledger.dirty = True
 
     def manifest_limit(self, pointer: Pointer) -> int:
