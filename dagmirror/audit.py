@@ -44,6 +44,7 @@ def audit_record(report: SyncReport, *, mapping: str, pass_id: str, host: str, a
     ]
     files += [{"action": "delete", "path": t.path, "key": t.key, "etag": t.etag} for t in report.tombstones]
     result = "guard" if report.guard else "partial" if report.failed else "ok"
+    result = "untrusted" if report.untrusted else result
     return {
         "pass_id": pass_id,
         "time": round(at, 3),
@@ -60,6 +61,7 @@ def audit_record(report: SyncReport, *, mapping: str, pass_id: str, host: str, a
         "mode": report.mode,
         "release": report.release,
         "release_seq": report.release_seq,
+        "untrusted": report.untrusted,  # why trust refused the release (signed releases), else null
     }
 
 

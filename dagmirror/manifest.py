@@ -12,8 +12,9 @@ Layout, for a mirror given s3://B/<prefix> (e.g. `dags/production/`):
 An archive is a POSIX tar (pax) of the release's files at their relative paths, regular files only, compressed
 with zstd; a reader checks every member against the manifest's SHA-256 and ignores anything else.
 
-Both documents carry a `format` with a version, a monotonic `seq` and a `signatures` list (empty until
-releases are signed), so signing needs no format break.
+Both documents carry a `format` with a version, a monotonic `seq` and a `signatures` list (empty for an
+unsigned release); a signed pointer adds `expires`, `manifest_size` and `rotations`. What a signature covers
+and how a mirror decides is trust.py's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import orjson
 from dagmirror.errors import ReleaseError
 from dagmirror.keys import key_to_path
 from dagmirror.models import Rejection
+from dagmirror.trust import payload_of
 
 ROOT = "metadata/releases/"
 MANIFEST_FORMAT = "dagmirror.manifest/1"
@@ -117,6 +119,11 @@ class Pointer:
     size: int  # bytes of all files together
     archive_size: int | None = None  # None: no archive was written for this release
     signatures: tuple[Mapping[str, Any], ...] = ()
+    # Signed releases (docs/releases.md): when the pointer stops being trusted, the manifest's exact length
+    # (a reader fetches no more), and key rotation statements the fleet learns new keys from.
+    expires: float | None = None
+    manifest_size: int | None = None
+    rotations: tuple[Mapping[str, Any], ...] = ()
 
     def encode(self) -> bytes:
         doc = {
@@ -129,6 +136,9 @@ class Pointer:
             "size": self.size,
             "archive_size": self.archive_size,
             "signatures": [dict(s) for s in self.signatures],
+            "expires": None if self.expires is None else round(self.expires, 3),
+            "manifest_size": self.manifest_size,
+            "rotations": [dict(r) for r in self.rotations],
         }
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
@@ -140,6 +150,7 @@ class CheckedManifest:
     manifest: Manifest
     release_id: str
     rejections: tuple[Rejection, ...]
+    payload: bytes = b""  # what its signatures cover (trust.payload_of); b"" when it has none
 
 
 def parse_pointer(body: bytes, *, prefix: str) -> Pointer:
@@ -155,6 +166,9 @@ def parse_pointer(body: bytes, *, prefix: str) -> Pointer:
             size=_count(doc["size"]),
             archive_size=None if doc.get("archive_size") is None else _count(doc["archive_size"]),
             signatures=_signatures(doc.get("signatures", [])),
+            expires=None if doc.get("expires") is None else _number(doc["expires"]),
+            manifest_size=None if doc.get("manifest_size") is None else _count(doc["manifest_size"]),
+            rotations=_signatures(doc.get("rotations", [])),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ReleaseError(f"pointer is malformed: {_why(exc)}") from None
@@ -180,7 +194,14 @@ def parse_manifest(body: bytes, *, release_id: str, prefix: str) -> CheckedManif
         raise ReleaseError(f"manifest {release_id} is malformed: {_why(exc)}") from None
     if manifest.prefix != prefix:
         raise ReleaseError(f"manifest {release_id} is for prefix {manifest.prefix!r}, expected {prefix!r}")
-    return CheckedManifest(manifest, release_id, tuple(rejections))
+    payload = payload_of(doc) if manifest.signatures else b""
+    return CheckedManifest(manifest, release_id, tuple(rejections), payload)
+
+
+def pointer_payload(body: bytes) -> bytes:
+    """What a pointer's signatures cover (parse_pointer has checked `body`): for a pointer this module
+    encoded, exactly `encode()` before it was signed."""
+    return payload_of(orjson.loads(body))
 
 
 def _manifest(doc: Mapping[str, Any]) -> tuple[Manifest, list[Rejection]]:

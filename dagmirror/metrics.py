@@ -76,6 +76,12 @@ class Metrics:
             ["mapping"],
             registry=r,
         )
+        self.untrusted = Counter(
+            "dagmirror_untrusted_releases_total",
+            "Passes that refused a release its trust did not verify (signed releases)",
+            ["mapping"],
+            registry=r,
+        )
         self.last_success, self.staleness, self.release_info = _gauges(r)
 
     def register(self, mapping: str) -> None:
@@ -85,6 +91,7 @@ class Metrics:
         for outcome in ("ok", "failed"):
             self.passes.labels(mapping, outcome)
         self.guard_trips.labels(mapping)
+        self.untrusted.labels(mapping)
         self.retries.labels(mapping)
         self.bytes.labels(mapping)
         self.staleness.labels(mapping).set_function(lambda: self.stale_for(mapping))
@@ -98,6 +105,8 @@ class Metrics:
         self.retries.labels(mapping).inc(report.retries)
         if report.guard:
             self.guard_trips.labels(mapping).inc()
+        if report.untrusted:
+            self.untrusted.labels(mapping).inc()
         for op_status, count in report.requests.items():
             operation, _, status = op_status.partition(" ")
             self.requests.labels(mapping, operation, status or "ok").inc(count)

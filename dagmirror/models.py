@@ -174,6 +174,7 @@ class SyncReport:
     release_seq: int | None = None
     generation: str | None = None  # --switch symlink: the generation DEST names after the pass
     generations_removed: tuple[str, ...] = ()  # --switch symlink: older generations removed by the pass
+    untrusted: str | None = None  # a release trust refused (signed releases): DEST stayed as it was
 
     @property
     def changed(self) -> bool:
@@ -211,4 +212,5 @@ class SyncReport:
             "release_seq": self.release_seq,
             "generation": self.generation,
             "generations_removed": list(self.generations_removed),
+            "untrusted": self.untrusted,
         }

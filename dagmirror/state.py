@@ -38,6 +38,7 @@ class InstalledRelease:
     release: str
     seq: int
     pointer_etag: str | None
+    expires: float | None = None  # a signed pointer's expiry: set only when trust verified the release
 
 
 @dataclass
@@ -47,6 +48,7 @@ class State:
     tombstones: list[Tombstone] = field(default_factory=list)
     # In releases mode, entries carry etag 'sha256:<hex>' (RELEASE_ETAG) and xxh3 of the body.
     release: InstalledRelease | None = None
+    rotations: list[dict[str, Any]] = field(default_factory=list)  # key rotations trust.py has accepted
 
     def bury(self, tombstones: list[Tombstone]) -> None:
         self.tombstones.extend(tombstones)
@@ -64,6 +66,7 @@ class State:
                 },
                 "tombstones": self.tombstones,
                 "release": self.release,
+                "rotations": self.rotations,
             }
         )
 
@@ -109,7 +112,7 @@ def _parse(doc: Any, source: str) -> State:
     tombstones = [Tombstone(**t) for t in doc.get("tombstones", [])]
     release = doc.get("release")
     installed = None if release is None else InstalledRelease(**release)
-    return State(source, entries, tombstones, installed)
+    return State(source, entries, tombstones, installed, list(doc.get("rotations", [])))
 
 
 def adopt_journal(state: State, journal: list[str]) -> int:

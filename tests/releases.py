@@ -8,6 +8,7 @@ import io
 import tarfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import zstandard
@@ -22,6 +23,7 @@ from dagmirror.manifest import (
     pointer_key,
     sha256_hex,
 )
+from dagmirror.trust import KeySigner
 
 
 def archive_bytes(files: dict[str, bytes]) -> bytes:
@@ -43,13 +45,15 @@ def publish(
     seq: int = 1,
     archive: bool = True,
     bodies: bool = True,
+    signer: KeySigner | None = None,
 ) -> str:
-    """Publish `files` (relative path -> body) as the release of `prefix` into a bucket; its release id."""
+    """Publish `files` (relative path -> body) as the release of `prefix` into a bucket; its release id.
+    `signer`: sign the manifest and the pointer as a signing deploy does (expiring in an hour)."""
 
     def put(key: str, body: bytes) -> None:
         s3.put_object(Bucket=bucket, Key=key, Body=body)
 
-    return publish_to(put, prefix, files, seq=seq, archive=archive, bodies=bodies)
+    return publish_to(put, prefix, files, seq=seq, archive=archive, bodies=bodies, signer=signer)
 
 
 def publish_to(
@@ -60,13 +64,18 @@ def publish_to(
     seq: int = 1,
     archive: bool = True,
     bodies: bool = True,
+    signer: KeySigner | None = None,
+    rotations: tuple[dict[str, Any], ...] = (),
 ) -> str:
     """The same through any `put(key, body)` (a MemorySource's, for tests without a server)."""
     if bodies:
         for body in set(files.values()):
             put(body_key(sha256_hex(body)), body)
     entries = {p: FileEntry(sha256_hex(b), len(b)) for p, b in files.items()}
-    doc = Manifest(prefix=prefix, files=entries, created=time.time(), seq=seq).encode()
+    manifest = Manifest(prefix=prefix, files=entries, created=time.time(), seq=seq)
+    if signer is not None:
+        manifest = replace(manifest, signatures=(signer.sign_now(manifest.encode()),))
+    doc = manifest.encode()
     release = sha256_hex(doc)
     put(manifest_key(release), doc)
     archive_size = None
@@ -82,6 +91,10 @@ def publish_to(
         files=len(files),
         size=sum(map(len, files.values())),
         archive_size=archive_size,
+        manifest_size=len(doc),
     )
+    if signer is not None:
+        pointer = replace(pointer, expires=time.time() + 3600, rotations=rotations)
+        pointer = replace(pointer, signatures=(signer.sign_now(pointer.encode()),))
     put(pointer_key(prefix), pointer.encode())
     return release

@@ -192,7 +192,7 @@ async def race(bucket: str, endpoint: str, trees: list[Path], paths: list[list[P
                 arrived += 1
                 if arrived == 2:
                     both.set()
-                await asyncio.wait_for(both.wait(), 20)
+                await asyncio.wait_for(both.wait(), 90)  # generous: a loaded CI machine is slow
             return await put(key, body, **kw)
 
         store.put = held  # type: ignore[method-assign]
@@ -234,6 +234,7 @@ def test_two_concurrent_deploys_of_the_same_file_one_wins_the_other_publishes_no
     one = write_tree(tmp_path / "one", {"a.py": b"a = 'one'\n"}) / "a.py"
     two = write_tree(tmp_path / "two", {"a.py": b"a = 'two'\n"}) / "a.py"
     results = asyncio.run(race(bucket, moto_endpoint, [], [[one], [two]]))
+    assert sorted(type(r).__name__ for r in results) == ["DeployReport", "ReleaseConflict"], results
     (won,) = [r for r in results if isinstance(r, DeployReport)]
     (lost,) = [r for r in results if isinstance(r, ReleaseConflict)]
     assert "changed the same paths (a.py)" in str(lost)

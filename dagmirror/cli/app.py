@@ -44,7 +44,7 @@ class ExitCode(enum.IntEnum):
     def of_sync(cls, report: SyncReport) -> ExitCode:
         if report.guard:
             return cls.GUARD
-        return cls.FAILED if report.failed else cls.OK
+        return cls.FAILED if report.failed or report.untrusted else cls.OK
 
     @classmethod
     def of_deploy(cls, report: DeployReport) -> ExitCode:

@@ -56,6 +56,29 @@ write_options = options(
         default=None,
         help="Publish even where the server ignores conditional writes (no compare-and-swap).",
     ),
+    click.option(
+        "--sign-key",
+        "sign_keys",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="Sign the release with this private key file (dagmirror keys generate); repeatable.",
+    ),
+    click.option(
+        "--kms-key-id", metavar="ID", help="Sign the release with this AWS KMS key (ECC_NIST_P256)."
+    ),
+    click.option(
+        "--sign-expires",
+        type=click.FloatRange(60, 366 * 86400),
+        metavar="SECONDS",
+        help="A signed pointer is trusted this long [604800: 7 days].",
+    ),
+    click.option(
+        "--rotation",
+        "rotations",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="A key rotation statement (dagmirror keys rotate) for the pointer to carry; repeatable.",
+    ),
 )
 airflow_options = options(
     click.option(

@@ -63,6 +63,13 @@ mirror_options = options(
         metavar="SECONDS",
         help="--switch symlink: an older generation stays this long after it was replaced [3600].",
     ),
+    click.option(
+        "--trust",
+        type=click.Path(dir_okay=False),
+        metavar="FILE",
+        help="Install only releases the keys of this trust file signed; refuse everything else "
+        "(docs/security.md, 'Signed releases').",
+    ),
     VERBOSE,
 )
 
@@ -77,6 +84,7 @@ _MIRROR_KEYS = (
     "switch",
     "keep_generations",
     "generation_grace",
+    "trust",
 )
 _SERVICE_KEYS = ("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3")
 
@@ -113,6 +121,8 @@ def sync(
 
     report = call(once, verbose)
     render.sync_report(report, as_json)
+    if report.untrusted:
+        click.echo(f"dagmirror: error: release refused, DEST unchanged: {report.untrusted}", err=True)
     sys.exit(ExitCode.of_sync(report))
 
 

@@ -51,6 +51,10 @@ KEYS: dict[str, type] = {
     "airflow_sandbox": str,
     "releases": bool,
     "allow_no_conditional_writes": bool,
+    "sign_keys": list,  # signed releases: local private key files (docs/security.md, "Signed releases")
+    "kms_key_id": str,  # ...or an AWS KMS asymmetric key (ECC_NIST_P256) that signs
+    "sign_expires": float,  # seconds a signed pointer stays trusted
+    "rotations": list,  # files of key rotation statements every signed pointer carries
 }
 PER_ENV_KEYS = ("max_file_bytes", "max_files", "airflow_check")
 _RANGES: dict[str, tuple[float, float]] = {
@@ -59,6 +63,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_file_bytes": (1, 5 * 1024**3),
     "max_files": (1, 10**7),
     "airflow_timeout": (1.0, 3600.0),
+    "sign_expires": (60.0, 366 * 86400.0),
 }
 
 
@@ -91,6 +96,14 @@ class DeployConfig:
     releases: bool = True  # publish a release with every write (docs/releases.md); False: plain files only
     allow_no_conditional_writes: bool = False  # publish on a server that ignores If-Match (no CAS)
     sts: bool = True  # ask STS who deploys (see `load_deploy_config` for when it is off)
+    sign_keys: tuple[Path, ...] = ()  # signed releases: every key signs (docs/security.md)
+    kms_key_id: str | None = None
+    sign_expires: float = 7 * 86400.0
+    rotations: tuple[Path, ...] = ()
+
+    @property
+    def signs(self) -> bool:
+        return bool(self.sign_keys or self.kms_key_id)
 
     def env_prefix(self, env: str) -> str:
         self.policy(env)
@@ -185,6 +198,10 @@ def _build(
         airflow_python=values.get("airflow_python", "python3"),
         airflow_timeout=float(values.get("airflow_timeout", 300.0)),
         airflow_sandbox=values.get("airflow_sandbox", "bwrap"),
+        sign_keys=tuple(Path(p) for p in values.get("sign_keys", ())),
+        kms_key_id=values.get("kms_key_id"),
+        sign_expires=float(values.get("sign_expires", 7 * 86400.0)),
+        rotations=tuple(Path(p) for p in values.get("rotations", ())),
         # A custom S3 endpoint given only as a flag says nothing about STS: do not ask AWS's STS then.
         sts=endpoint is None or bool(environ.get("AWS_ENDPOINT_URL_STS") or environ.get("AWS_ENDPOINT_URL")),
     )

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from dagmirror.config.toml import Problems, in_range, is_type, type_name
+from dagmirror.config.toml import Problems, in_range, is_type, read_toml, type_name
 from dagmirror.errors import ConfigError
 from dagmirror.keys import PathFilter, normalize_prefix
 from dagmirror.retry import RetryPolicy
+from dagmirror.trust import TrustPolicy, parse_trust
 
 # S3 bucket naming rules, relaxed to what S3-compatible servers also accept (dots, 3-63 chars).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
@@ -92,7 +93,7 @@ MODES = ("auto", "objects", "releases")
 SWITCHES = ("files", "symlink")
 # What `MirrorConfig.create(..., **options)` accepts; source, dest, include, exclude and endpoint_url are
 # its named parameters.
-OPTIONS = frozenset({*_NUMBERS, *_FLAGS, *_TEXTS, "transport", "mode", "switch", "retry", "filters"})
+OPTIONS = frozenset({*_NUMBERS, *_FLAGS, *_TEXTS, "transport", "mode", "switch", "retry", "filters", "trust"})
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ class MirrorConfig:
     switch: str = "files"  # "symlink": DEST is a link to an immutable generation (releases only)
     keep_generations: int = 3  # symlink: generations kept whatever their age (the current one included)
     generation_grace: float = 3600.0  # symlink: seconds an older generation stays after it was replaced
+    # Signed releases: install only releases these keys signed, refuse everything else (None: unsigned ok).
+    # Given as a trust file's path to `create`; `--mode objects` cannot verify anything, so it is refused.
+    trust: TrustPolicy | None = None
 
     @property
     def work_dir(self) -> Path:
@@ -164,6 +168,10 @@ class MirrorConfig:
             _check_dest(Path(dest), problems)
             _check_files_dest(Path(dest), options.get("switch", "files"), problems)
         known = {k: v for k, v in options.items() if k in OPTIONS}
+        trust_file = known.get("trust")
+        if isinstance(trust_file, (str, os.PathLike)):
+            path = Path(os.fspath(trust_file))
+            known["trust"] = _attempt(lambda: load_trust(path), problems)
         check_options(known, problems)
         _check_switch(known, problems)
         problems.raise_if_any()
@@ -180,7 +188,7 @@ class MirrorConfig:
         """Check a config built directly (not through `create`): one ConfigError, one line per bad field."""
         problems = Problems()
         check_options({name: getattr(self, name) for name in OPTIONS}, problems)
-        _check_switch({"mode": self.mode, "switch": self.switch}, problems)
+        _check_switch({"mode": self.mode, "switch": self.switch, "trust": self.trust}, problems)
         _check_dest(self.dest, problems)
         problems.raise_if_any()
 
@@ -212,6 +220,14 @@ def check_options(options: Mapping[str, object], problems: Problems) -> None:
             problems.append(f"filters: expected a PathFilter, got {value!r}")
 
 
+def load_trust(path: Path) -> TrustPolicy:
+    """A trust file (TOML: `threshold`, `[[keys]]` with `public` PEM and optional `paths`)."""
+    problems = Problems()
+    doc = read_toml(path, problems)
+    problems.raise_if_any()
+    return parse_trust(doc, str(path))
+
+
 def generations_home(dest: Path) -> Path:
     """With --switch symlink: the folder beside DEST holding the work tree and the generations."""
     return dest.parent / f".{dest.name}.dagmirror"
@@ -235,6 +251,11 @@ def _check_switch(options: Mapping[str, object], problems: Problems) -> None:
         problems.append(
             "switch: 'symlink' switches whole releases, so it needs --mode auto or releases, not objects"
         )
+    trust = options.get("trust")
+    if trust is not None and not isinstance(trust, TrustPolicy):
+        problems.append(f"trust: expected a trust file path, got {trust!r}")
+    elif trust is not None and options.get("mode") == "objects":
+        problems.append("trust: signed releases need --mode auto or releases; objects mode verifies nothing")
 
 
 def _check_dest(dest: Path, problems: Problems) -> None:

@@ -60,6 +60,7 @@ MIRROR_KEYS: dict[str, type] = {
     "keep_generations": int,
     "generation_grace": float,
     "fsync": bool,
+    "trust": str,  # a trust file: install only releases its keys signed (docs/security.md)
 }
 _PER_MAPPING = ("name", "source", "dest")
 _RANGES = {

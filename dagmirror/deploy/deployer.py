@@ -17,6 +17,7 @@ from dagmirror.deploy.gc import Collector, GcReport
 from dagmirror.deploy.local import local_user
 from dagmirror.deploy.record import MAX_RECORD_BYTES, DeployReport, exact_records, records_prefix, summary
 from dagmirror.deploy.runner import Pipeline
+from dagmirror.deploy.signing import load_signing
 from dagmirror.keys import PathFilter
 from dagmirror.models import StoredObject
 from dagmirror.retry import Sleep
@@ -40,7 +41,8 @@ class Deployer:
         self._bucket = Bucket(config, store, sleep=sleep)
         user, host = user or local_user(), host or socket.gethostname()
         self._filter = PathFilter.of((), config.exclude)
-        self._pipeline = Pipeline(self._bucket, self._filter.wants, clock, user, host)
+        signing = load_signing(config)
+        self._pipeline = Pipeline(self._bucket, self._filter.wants, clock, user, host, signing)
         self._clock = clock
 
     async def __aenter__(self) -> Deployer:

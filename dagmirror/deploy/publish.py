@@ -10,7 +10,7 @@ with ReleaseConflict and writes no pointer."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dagmirror.archive import read_archive, write_archive
@@ -33,6 +33,7 @@ from dagmirror.manifest import (
     sha256_hex,
 )
 from dagmirror.source import LiveObject
+from dagmirror.trust import Signing
 from dagmirror.verify import xxh3_hex
 
 MAX_ATTEMPTS = 5
@@ -61,8 +62,11 @@ class About:
 class Publisher:
     """Publishes releases of one environment (`prefix`) through `bucket`."""
 
-    def __init__(self, bucket: Bucket, prefix: str, *, allow_no_cas: bool = False) -> None:
+    def __init__(
+        self, bucket: Bucket, prefix: str, *, allow_no_cas: bool = False, signing: Signing | None = None
+    ) -> None:
         self.bucket, self.prefix, self.allow_no_cas = bucket, prefix, allow_no_cas
+        self.signing = signing  # None: unsigned releases (mirrors without trust install them)
 
     # -- reading -------------------------------------------------------------------------------------------
     async def current(self) -> Current:
@@ -117,9 +121,10 @@ class Publisher:
         return False
 
     async def publish(
-        self, base: Current, mine: Tree, bodies: Mapping[str, bytes], about: About
+        self, base: Current, mine: Tree, bodies: Mapping[str, bytes], about: About, *, whole: bool = False
     ) -> Published:
-        """Publish `mine` (the tree `base` becomes): bodies, manifest, archive, then the pointer (CAS)."""
+        """Publish `mine` (the tree `base` becomes): bodies, manifest, archive, then the pointer (CAS).
+        `whole`: `mine` replaces the whole tree (a signed rollback), so any concurrent publish conflicts."""
         cas = await self.check_conditional_writes()
         uploaded = await self._upload_bodies(base, mine, bodies)
         target, files = base, dict(mine)
@@ -134,14 +139,16 @@ class Publisher:
                 about.host,
                 about.git,
             )
-            encoded = manifest.encode()
+            encoded = await self._signed(manifest)
             release = sha256_hex(encoded)
             await self._create(manifest_key(release), encoded)
             archive_size = await self._archive(release, target, files, bodies)
-            pointer = self._pointer(release, target.seq + 1, files, archive_size, about)
-            winner = await self._swap(pointer, target)
+            pointer = self._pointer(release, target.seq + 1, files, archive_size, about, len(encoded))
+            winner = await self._swap(await self._signed_pointer(pointer), target)
             if winner is None:
                 return Published(release, pointer.seq, attempt, cas, uploaded)
+            if whole:
+                raise self._conflict(winner, sorted(changed(base.files, winner.files)))
             merged = rebase(base.files, mine, winner.files)
             if isinstance(merged, list):
                 raise self._conflict(winner, merged)
@@ -152,7 +159,11 @@ class Publisher:
         )
 
     async def move(self, base: Current, release: str, files: Tree, about: About) -> Published:
-        """Point the environment at an existing release (rollback): a new seq, no body or manifest copied."""
+        """Point the environment at an existing release (rollback): a new seq, no body or manifest copied.
+        Signed, a rollback publishes a new release holding the old one's files instead (signed now, with
+        the next seq), so mirrors that refuse older seqs take it, and the old signatures need not hold."""
+        if self.signing is not None:
+            return await self.publish(base, files, {}, about, whole=True)
         cas = await self.check_conditional_writes()
         head = await self.bucket.head(archive_key(release))
         pointer = self._pointer(release, base.seq + 1, files, head.size if head else None, about)
@@ -230,10 +241,33 @@ class Publisher:
         return None
 
     def _pointer(
-        self, release: str, seq: int, files: Tree, archive_size: int | None, about: About
+        self,
+        release: str,
+        seq: int,
+        files: Tree,
+        archive_size: int | None,
+        about: About,
+        manifest_size: int | None = None,
     ) -> Pointer:
         size = sum(e.size for e in files.values())
-        return Pointer(self.prefix, release, seq, about.time, len(files), size, archive_size)
+        pointer = Pointer(self.prefix, release, seq, about.time, len(files), size, archive_size)
+        if self.signing is None:
+            return replace(pointer, manifest_size=manifest_size)
+        expires = about.time + self.signing.expires_after
+        return replace(
+            pointer, manifest_size=manifest_size, expires=expires, rotations=self.signing.rotations
+        )
+
+    async def _signed(self, manifest: Manifest) -> bytes:
+        """The manifest's bytes, with the signatures of its unsigned encoding when signing is on."""
+        if self.signing is None:
+            return manifest.encode()
+        return replace(manifest, signatures=await self.signing.sign(manifest.encode())).encode()
+
+    async def _signed_pointer(self, pointer: Pointer) -> Pointer:
+        if self.signing is None:
+            return pointer
+        return replace(pointer, signatures=await self.signing.sign(pointer.encode()))
 
     def _conflict(self, winner: Current, paths: list[str]) -> ReleaseConflict:
         shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")

@@ -25,6 +25,7 @@ from dagmirror.deploy.validate import budget_problems, collision_problems
 from dagmirror.deploy.writer import Writer
 from dagmirror.errors import DeployRefused, GuardRefused
 from dagmirror.source import DeployStore, LiveObject
+from dagmirror.trust import Signing
 from dagmirror.verify import verify
 
 UNSAFE_NOTE = "published without compare-and-swap: the server ignores conditional writes (opted in)"
@@ -40,6 +41,7 @@ class Pipeline:
     clock: Callable[[], float]
     user: str
     host: str
+    signing: Signing | None = None  # signed releases: who signs each manifest and pointer
 
     @property
     def config(self) -> DeployConfig:
@@ -66,7 +68,9 @@ class Pipeline:
         validation = await self._validation(request, policy, live, kept, notes)
         report = self._report(request, started, who, plan, validation)
         switching = current is not None and current.pointer is None  # the first release is published anyway
-        if request.dry_run or not (plan.writes or plan.deletes or switching):
+        # Signed, a rollback always publishes: to the current release, it re-signs it with a fresh expiry.
+        resign = publisher is not None and publisher.signing is not None and request.release is not None
+        if request.dry_run or not (plan.writes or plan.deletes or switching or resign):
             return replace(report, seconds=time.monotonic() - t0)  # nothing written, not even a record
         if publisher is not None and current is not None:
             published = await publish_release(publisher, current, request, plan, live, report)
@@ -80,7 +84,7 @@ class Pipeline:
             return None
         prefix = self.config.env_prefix(request.env)
         allow = self.config.allow_no_conditional_writes
-        return Publisher(self.bucket, prefix, allow_no_cas=allow)
+        return Publisher(self.bucket, prefix, allow_no_cas=allow, signing=self.signing)
 
     async def _listing(self, store: DeployStore, prefix: str) -> tuple[tuple[LiveObject, ...], str | None]:
         """The environment's live versions, and who the credentials belong to (asked alongside: best effort,

@@ -44,6 +44,7 @@ READ_BATCH = 256  # store reads or writes per thread call
 class Polled:
     pointer: Pointer
     etag: str
+    body: bytes  # the pointer's bytes, for its signatures
 
 
 class ReleaseFetcher:
@@ -66,14 +67,15 @@ class ReleaseFetcher:
             return None
         if isinstance(got, NotModified):
             return got
-        return Polled(parse_pointer(got.body, prefix=ctx.prefix), got.etag)
+        return Polled(parse_pointer(got.body, prefix=ctx.prefix), got.etag, got.body)
 
-    async def manifest(self, release_id: str) -> CheckedManifest:
-        """The release's manifest, checked: from the content store (it is its own SHA-256) or one GET."""
+    async def manifest(self, release_id: str, limit: int = MAX_MANIFEST_BYTES) -> CheckedManifest:
+        """The release's manifest, checked: from the content store (it is its own SHA-256) or one GET of at
+        most `limit` bytes (a signed pointer says exactly how many)."""
         ctx = self._ctx
         body = None if ctx.config.dry_run else await ctx.io(self._store.read, release_id)
         if body is None:
-            body = await self._get(manifest_key(release_id), MAX_MANIFEST_BYTES)
+            body = await self._get(manifest_key(release_id), limit)
         checked = parse_manifest(body, release_id=release_id, prefix=ctx.prefix)
         if not ctx.config.dry_run:
             await ctx.io(self._store.write, release_id, body)

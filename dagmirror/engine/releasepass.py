@@ -24,8 +24,9 @@ from dagmirror.engine.fetcher import Fetcher
 from dagmirror.engine.planner import Job
 from dagmirror.engine.release import Polled, ReleaseFetcher
 from dagmirror.engine.tally import request_delta
+from dagmirror.engine.trustgate import TrustGate
 from dagmirror.errors import DagmirrorError, PassFailed, ReleaseError
-from dagmirror.manifest import FileEntry, Pointer
+from dagmirror.manifest import FileEntry, Pointer, pointer_key
 from dagmirror.models import (
     Action,
     Decision,
@@ -44,6 +45,7 @@ from dagmirror.plan import (
 )
 from dagmirror.pool import bounded_map
 from dagmirror.state import InstalledRelease
+from dagmirror.trust import Untrusted
 from dagmirror.verify import xxh3_hex
 
 log = logging.getLogger("dagmirror")
@@ -56,6 +58,7 @@ class ReleasePass:
         self._store = store
         self._fetch = ReleaseFetcher(ctx, store)
         self._fetcher = Fetcher(ctx)
+        self._gate = TrustGate(ctx)
         self._requests_before = ctx.source.request_counts()
         self._started = time.monotonic()
         self._installing = False
@@ -67,10 +70,13 @@ class ReleasePass:
         None (logged at info): a mirror whose credentials reach only dags/<env>/ (AccessDenied), or one in an
         outage, lists as before releases, and an outage costs one failed request more, not a retry budget."""
         installed = self._ctx.ledger.state.release
-        may_list = installed is None and self._ctx.config.mode == "auto"
+        may_list = installed is None and self._ctx.config.mode == "auto" and not self._gate.on
         try:
-            polled = await self._fetch.poll(installed.pointer_etag if installed else None, retry=not may_list)
+            polled = await self._fetch.poll(self._gate.poll_etag(installed), retry=not may_list)
         except DagmirrorError as exc:
+            refusal = self._gate.refuse(exc)
+            if refusal is not None:
+                return self._refused(refusal, installed)
             if may_list:
                 log.info("release pointer not readable, listing objects instead: %s", exc)
                 return None
@@ -84,7 +90,10 @@ class ReleasePass:
                 return await self._follow(polled, installed)
             if installed is None:  # a 304 to a GET without If-None-Match: not an answer to trust
                 raise ReleaseError("the pointer was answered 304 Not Modified to an unconditional GET")
+            self._gate.not_modified(installed)
             return await self._repair(installed)
+        except Untrusted as exc:
+            return self._refused(exc, installed)
         except DagmirrorError as exc:
             if self._installing:
                 raise PassFailed(f"release pass failed: {exc}", exc) from None
@@ -107,7 +116,9 @@ class ReleasePass:
     async def _follow(self, polled: Polled, installed: InstalledRelease | None) -> SyncReport:
         """A pointer read whole: install its release (or confirm it is the one DEST has)."""
         ctx, pointer = self._ctx, polled.pointer
-        checked = await self._fetch.manifest(pointer.release)
+        self._gate.pointer(pointer, polled.body, installed)
+        limit = self._gate.manifest_limit(pointer)
+        checked = await self._gate.manifest(self._fetch.manifest(pointer.release, limit))
         files, collisions, excluded = accept_release_paths(
             ctx.prefix, checked.manifest.files, ctx.config.filters.wants
         )
@@ -125,7 +136,8 @@ class ReleasePass:
         guard, tombstones = await deleter.apply(plan, confirm=False)
         await self._fetcher.install_deferred(guard)
         clean = not ctx.tally.failures
-        now = InstalledRelease(pointer.release, pointer.seq, polled.etag if clean else None)
+        etag = polled.etag if clean else None
+        now = InstalledRelease(pointer.release, pointer.seq, etag, self._gate.expires(pointer))
         if not ctx.config.dry_run:
             ctx.ledger.state.release = now
             ctx.ledger.dirty = True
@@ -196,6 +208,13 @@ class ReleasePass:
         await ctx.io(ctx.tree.write_meta, "state.json", ctx.ledger.state.dump())
         ctx.ledger.dirty = False
         await ctx.io(ctx.tree.reset_journal)
+
+    def _refused(self, exc: Untrusted, installed: InstalledRelease | None) -> SyncReport:
+        """Trust refused the release: nothing of it was installed; the report names why."""
+        at = f"release {installed.release}" if installed else "the files it had"
+        log.error("untrusted release refused, DEST stays at %s: %s", at, exc)
+        self._ctx.fail(pointer_key(self._ctx.prefix), f"untrusted: {exc}")
+        return replace(self._report(None, [], installed), untrusted=str(exc))
 
     def _report(
         self, guard: str | None, tombstones: list[Tombstone], installed: InstalledRelease | None

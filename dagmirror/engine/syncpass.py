@@ -36,8 +36,9 @@ async def run_pass(ctx: PassContext, store: ContentStore) -> SyncReport:
         report = await ReleasePass(ctx, store).run()
         if report is not None:
             return report
-        if ctx.config.mode == "releases" or ctx.config.switch == "symlink":
+        if ctx.config.mode == "releases" or ctx.config.switch == "symlink" or ctx.config.trust is not None:
             why = "--mode releases" if ctx.config.mode == "releases" else "--switch symlink switches releases"
+            why = "--trust: only signed releases are installed" if ctx.config.trust is not None else why
             cause = ReleaseError(f"no release pointer at {pointer_key(ctx.prefix)} ({why})")
             raise PassFailed(f"pass aborted, nothing changed: {cause}", cause)
     if ctx.ledger.state.release is not None:  # the listing takes over: DEST no longer follows a release
