@@ -32,7 +32,7 @@ from dagmirror.source._translate import (
 )
 from dagmirror.source._wire import UntrustedXML, fetched_object, next_token, read_bounded, strip_etag
 from dagmirror.source.credentials import CredentialsProvider, lean_credentials
-from dagmirror.source.sigv4 import Signer
+from dagmirror.source.sigv4 import Credentials, Signer
 
 LIST_PAGE_KEYS = 1000
 LIST_PAGE_LIMIT = 32 << 20  # 1,000 keys of 1,024 bytes each, URL-encoded, fit many times over
@@ -208,8 +208,12 @@ class LeanSource:
         self._deadline = deadline
 
     @classmethod
-    async def open(cls, config: MirrorConfig) -> LeanSource:
-        provider, region = await lean_credentials(config)
+    async def open(cls, config: MirrorConfig, credentials: Credentials | None = None) -> LeanSource:
+        """`credentials`: fixed keys (an Airflow connection's) instead of the SDK's chain."""
+        if credentials is None:
+            provider, region = await lean_credentials(config)
+        else:
+            provider, region = _fixed(credentials), config.region or "us-east-1"
         bucket = config.source.bucket
         if config.endpoint_url:
             endpoint, virtual = config.endpoint_url.rstrip("/"), False
@@ -266,3 +270,10 @@ def lean_error(exc: BaseException, where: str) -> Exception | None:
         region = exc.headers["x-amz-bucket-region"]
         return SourceConfigError(f"{where}: the bucket is in region {region}: pass --region {region}")
     return classify(exc.code, exc.status, exc.message, where)
+
+
+def _fixed(credentials: Credentials) -> CredentialsProvider:
+    async def provider() -> Credentials:
+        return credentials
+
+    return provider
