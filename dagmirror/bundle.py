@@ -26,7 +26,7 @@ from typing import Any
 from airflow.dag_processing.bundles.base import BaseDagBundle, get_bundle_tracking_dir
 
 from dagmirror.config import MirrorConfig, check_endpoint
-from dagmirror.engine.versioned import Layout, VersionedMirror
+from dagmirror.engine.versioned import VERSION_GRACE, Layout, VersionedMirror
 from dagmirror.errors import ConfigError
 from dagmirror.source import ObjectSource
 from dagmirror.source.lean import LeanSource
@@ -43,7 +43,8 @@ log = logging.getLogger("dagmirror")
 class DagmirrorBundle(BaseDagBundle):  # type: ignore[misc]  # Airflow ships no type information
     """kwargs: `source` (s3://bucket/prefix/ of the environment), `endpoint_url`, `region`, `aws_conn_id`
     (an Airflow AWS connection: its login/password are the keys, `endpoint_url`/`region_name` in its extra),
-    `refresh_interval`; anything else goes to BaseDagBundle (e.g. `version_data`, `view_url_template`)."""
+    `version_grace` (seconds an untracked pinned version is kept); anything else goes to BaseDagBundle
+    (`refresh_interval`, and `version_data`, `view_url_template` where the Airflow version has them)."""
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class DagmirrorBundle(BaseDagBundle):  # type: ignore[misc]  # Airflow ships no 
         endpoint_url: str | None = None,
         region: str | None = None,
         aws_conn_id: str | None = None,
+        version_grace: float = VERSION_GRACE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -62,7 +64,12 @@ class DagmirrorBundle(BaseDagBundle):  # type: ignore[misc]  # Airflow ships no 
         options: dict[str, Any] = {"region": region} if region else {}
         try:
             self._mirror = VersionedMirror(
-                source, layout, endpoint_url=endpoint_url, options=options, open_source=self._open_source
+                source,
+                layout,
+                endpoint_url=endpoint_url,
+                options=options,
+                open_source=self._open_source,
+                version_grace=float(version_grace),
             )
         except ConfigError as exc:
             raise ValueError(f"DagmirrorBundle {self.name!r}: {exc}") from None

@@ -127,6 +127,8 @@ class VersionedMirror:
                 raise
             log.info("%s has no releases: mirrored unversioned (%s)", self._objects.source, exc.cause)
             return self._record(Current(self.layout.objects), run(self._pass(self._objects)))
+        if report.guard:
+            log.error("release not switched in, the bundle stays at %s: %s", report.release, report.guard)
         if report.release is None or report.generation is None:  # e.g. a release refused by the guard
             raise PassFailed(f"{self._releases.source}: no release was switched in", DagmirrorError("guard"))
         path = generations_home(self.layout.link) / "generations" / report.generation
