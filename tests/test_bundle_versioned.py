@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dagmirror.config import MirrorConfig
-from dagmirror.engine.materialise import stale_versions
+from dagmirror.engine.materialise import remove_versions, stale_versions
 from dagmirror.engine.versioned import RECORD, Layout, VersionedMirror
 from dagmirror.errors import ReleaseError
 from dagmirror.source import ObjectSource
@@ -224,3 +224,27 @@ def test_cleanup_removes_old_untracked_versions_and_keeps_tracked_kept_and_young
     assert sorted(removed) == sorted([ids[0], ids[3]])
     left = {n for n in os.listdir(mirror.layout.versions_dir) if not n.startswith(".")}
     assert left == {ids[1], ids[2], ids[4]}
+
+
+def test_a_version_handed_out_again_is_used_now_and_survives_cleanup(tmp_path: Path) -> None:
+    source = MemorySource()
+    release = publish_to(source.put, PREFIX, A)
+    mirror = bundle(tmp_path, source, version_grace=60.0)
+    path = mirror.pin(release).path
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    before = gets(source)
+    assert mirror.pin(release).built is False  # a task starting on it: no request, mtime set to now
+    assert gets(source) == before
+    assert mirror.cleanup(keep=set()) == []
+    assert read_tree(path) == A
+
+
+def test_removal_checks_again_under_the_lock_that_the_version_is_still_stale(tmp_path: Path) -> None:
+    source = MemorySource()
+    release = publish_to(source.put, PREFIX, A)
+    mirror = bundle(tmp_path, source)
+    mirror.pin(release)
+    assert remove_versions(mirror.layout.versions_dir, [release], stale=lambda mtime: False) == []
+    assert remove_versions(mirror.layout.versions_dir, [release], stale=lambda mtime: True) == [release]
+    assert not (mirror.layout.versions_dir / release).exists()

@@ -23,7 +23,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,14 +68,15 @@ async def materialise(
 ) -> Materialised:
     """`versions_dir/<release>` holding exactly the release's files; built here unless it exists."""
     target = version_path(versions_dir, release)
-    if target.is_dir():
-        return Materialised(target, built=False)
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="dagmirror-pin") as pool:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(pool, lambda: versions_dir.mkdir(parents=True, exist_ok=True))
         lock = await loop.run_in_executor(pool, _lock, versions_dir / f".{release}.lock")
         try:
-            if target.is_dir():  # built by another process while this one waited for the lock
+            if target.is_dir():  # built before, or by another process while this one waited for the lock
+                # Its mtime says "used now", under the lock cleanup takes too: a version a task is about to
+                # lock (Airflow's BundleVersionLock comes after initialize()) is never stale meanwhile.
+                await loop.run_in_executor(pool, os.utime, target)
                 return Materialised(target, built=False)
             before = source.request_counts()
             await loop.run_in_executor(pool, store.open)
@@ -89,6 +90,22 @@ async def materialise(
             return Materialised(target, built=True, files=len(files), requests=requests)
         finally:
             os.close(lock)
+
+
+def reuse(versions_dir: Path, release: str) -> Path | None:
+    """`versions_dir/<release>` when it is built (marked used now, under its lock), else None: no request,
+    no source opened. A task starting on a version this node has costs this only."""
+    target = version_path(versions_dir, release)
+    if not target.is_dir():
+        return None
+    fd = _lock(versions_dir / f".{release}.lock")
+    try:
+        os.utime(target)
+    except FileNotFoundError:  # removed meanwhile as stale: build it again
+        return None
+    finally:
+        os.close(fd)
+    return target
 
 
 def _lock(path: Path) -> int:
@@ -209,12 +226,15 @@ def version_dirs(versions_dir: Path) -> dict[str, float]:
     return found
 
 
-def remove_versions(versions_dir: Path, names: list[str]) -> list[str]:
-    """Remove each version directory under its build lock (never one being built); the names removed."""
+def remove_versions(versions_dir: Path, names: list[str], stale: Callable[[float], bool]) -> list[str]:
+    """Remove each version directory under its build lock (never one being built or being handed out),
+    if its mtime is still `stale` there; the names removed."""
     removed = []
     for name in names:
         fd = _lock(versions_dir / f".{name}.lock")
         try:
+            if not stale(os.stat(versions_dir / name, follow_symlinks=False).st_mtime):
+                continue  # used since the decision
             shutil.rmtree(versions_dir / name)
             removed.append(name)
         except FileNotFoundError:

@@ -34,6 +34,7 @@ from dagmirror.engine.materialise import (
     Materialised,
     materialise,
     remove_versions,
+    reuse,
     stale_versions,
     version_dirs,
 )
@@ -171,6 +172,9 @@ class VersionedMirror:
     # -- pinned --------------------------------------------------------------------------------------------
     def pin(self, release: str) -> Materialised:
         """`versions/<release>`, built from the content store and the bucket unless it exists."""
+        built = reuse(self.layout.versions_dir, release)
+        if built is not None:
+            return Materialised(built, built=False)
         store = ContentStore(self.layout.store_meta)
 
         async def build() -> Materialised:
@@ -198,7 +202,7 @@ class VersionedMirror:
             tracked = set(os.listdir(self.layout.tracking_dir))
         now = self._clock()
         stale = stale_versions(version_dirs(self.layout.versions_dir), tracked, keep, now, self._grace)
-        removed = remove_versions(self.layout.versions_dir, stale)
+        removed = remove_versions(self.layout.versions_dir, stale, lambda mtime: now - mtime > self._grace)
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.layout.versions_dir):
                 old = now - entry.stat(follow_symlinks=False).st_mtime > self._grace
