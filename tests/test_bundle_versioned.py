@@ -38,6 +38,15 @@ def bundle(root: Path, source: MemorySource, **kw: object) -> VersionedMirror:
     return VersionedMirror(SOURCE, layout(root), options={"fsync": False}, open_source=open_source, **kw)
 
 
+def refreshed(root: Path, files: dict[str, bytes]) -> tuple[MemorySource, VersionedMirror]:
+    """A source with `files` published as release 1, and a bundle that refreshed once."""
+    source = MemorySource()
+    publish_to(source.put, PREFIX, files)
+    mirror = bundle(root, source)
+    mirror.refresh()
+    return source, mirror
+
+
 def gets(source: MemorySource) -> int:
     return source.counts["GET"]
 
@@ -69,19 +78,13 @@ def test_current_version_after_a_restart_costs_no_request(tmp_path: Path) -> Non
 
 
 def test_noop_refresh_is_one_request(tmp_path: Path) -> None:
-    source = MemorySource()
-    publish_to(source.put, PREFIX, A)
-    mirror = bundle(tmp_path, source)
-    mirror.refresh()
+    _, mirror = refreshed(tmp_path, A)
     report = mirror.refresh()
     assert report.requests == {"GET": 1, "GET 304": 1}  # MemorySource counts the GET and its outcome
 
 
 def test_a_new_release_gets_a_new_directory_and_the_old_one_stays_whole(tmp_path: Path) -> None:
-    source = MemorySource()
-    publish_to(source.put, PREFIX, A)
-    mirror = bundle(tmp_path, source)
-    mirror.refresh()
+    source, mirror = refreshed(tmp_path, A)
     old = mirror.current()
     release_b = publish_to(source.put, PREFIX, B, seq=2)
     mirror.refresh()
