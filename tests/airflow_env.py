@@ -1,4 +1,5 @@
-"""A real Apache Airflow in its own virtualenv, built on demand by the tests (about 35 s, cached).
+"""A real Apache Airflow in its own virtualenv, built on demand by the tests (about 35 s, cached); for the
+bundle tests, Airflow with dagmirror beside it in another (`bundle_python`).
 
 Airflow pins many packages that would clash with dagmirror's own, so it never shares a venv with it.
 The venv lives in `.venv-airflow/` at the repo root (override with $DAGMIRROR_AIRFLOW_VENV).
@@ -7,16 +8,21 @@ The venv lives in `.venv-airflow/` at the repo root (override with $DAGMIRROR_AI
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 AIRFLOW_VERSION = "3.3.2"
 MARK = "@@PARSE "
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("DAGMIRROR_AIRFLOW_VENV", ROOT / ".venv-airflow"))
+# Airflow plus dagmirror (the bundle tests): `<this>-<airflow version>`.
+BUNDLE_VENV = Path(os.environ.get("DAGMIRROR_AIRFLOW_BUNDLE_VENV", ROOT / ".venv-airflow-bundle"))
+OLDEST_VERSION = "3.0.6"  # the oldest Airflow 3 the bundle supports (tests/test_bundle_airflow.py)
 
 # Parses DAG_FOLDER with DagBag again and again until STOP exists; one marked JSON line per parse
 # (Airflow logs to stdout too, so records are found by their marker).
@@ -39,23 +45,31 @@ while True:
 
 def airflow_python() -> Path:
     """The venv's python, installing Airflow first if needed (serialised by a lock file)."""
-    python = VENV / "bin" / "python"
-    marker = VENV / f".airflow-{AIRFLOW_VERSION}"
-    VENV.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(VENV) + ".lock", "w") as lock:
+    return _venv(VENV, f".airflow-{AIRFLOW_VERSION}", [f"apache-airflow=={AIRFLOW_VERSION}"])
+
+
+def bundle_python(version: str = AIRFLOW_VERSION) -> Path:
+    """A venv with Airflow `version` and dagmirror installed from this checkout (editable), as a user does
+    it: `pip install dagmirror` next to Airflow. Its own venv per Airflow version (about 2.5 min each, once;
+    rebuilt when dagmirror's dependencies change), so the tests of the plain Airflow venv are not touched."""
+    venv = BUNDLE_VENV.with_name(f"{BUNDLE_VENV.name}-{version}")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    digest = hashlib.sha256(json.dumps(project["dependencies"]).encode()).hexdigest()[:12]
+    return _venv(
+        venv, f".airflow-{version}-dagmirror-{digest}", [f"apache-airflow=={version}", "-e", str(ROOT)]
+    )
+
+
+def _venv(venv: Path, marker_name: str, packages: list[str]) -> Path:
+    python = venv / "bin" / "python"
+    marker = venv / marker_name
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(venv) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not marker.exists():
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
             subprocess.run(
-                [
-                    str(python),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    f"apache-airflow=={AIRFLOW_VERSION}",
-                ],
+                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
                 check=True,
                 timeout=900,
             )

@@ -43,7 +43,7 @@ from dagmirror.source._wire import (
     strip_etag,
 )
 from dagmirror.source.credentials import CredentialsProvider, lean_credentials
-from dagmirror.source.sigv4 import Signer
+from dagmirror.source.sigv4 import Credentials, Signer
 
 LIST_PAGE_KEYS = 1000
 MAX_ELEMENTS = MAX_KEYS_PER_PAGE * 32  # an entry of S3's has about a dozen elements, Owner and checksums in
@@ -259,8 +259,12 @@ class LeanSource:
         self._deadline = deadline
 
     @classmethod
-    async def open(cls, config: MirrorConfig) -> LeanSource:
-        provider, region = await lean_credentials(config)
+    async def open(cls, config: MirrorConfig, credentials: Credentials | None = None) -> LeanSource:
+        """`credentials`: fixed keys (an Airflow connection's) instead of the SDK's chain."""
+        if credentials is None:
+            provider, region = await lean_credentials(config)
+        else:
+            provider, region = _fixed(credentials), config.region or "us-east-1"
         bucket = config.source.bucket
         if config.endpoint_url:
             endpoint, virtual = config.endpoint_url.rstrip("/"), False
@@ -324,3 +328,10 @@ def lean_error(exc: BaseException, where: str) -> Exception | None:
             return SourceConfigError(f"{where}: the bucket is in another region: pass --region")
         return SourceConfigError(f"{where}: the bucket is in region {region}: pass --region {region}")
     return classify(exc.code, exc.status, exc.message, where)
+
+
+def _fixed(credentials: Credentials) -> CredentialsProvider:
+    async def provider() -> Credentials:
+        return credentials
+
+    return provider
