@@ -3,13 +3,20 @@ dagmirror/setup/, render."""
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import click
 import orjson
 
-from dagmirror.cli.app import ExitCode, call, cli
+from dagmirror.cli.app import ExitCode, call, cli, run_async
+from dagmirror.config import S3Url, redact_url
+from dagmirror.errors import ConfigError
+from dagmirror.logs import setup_logging
 from dagmirror.setup import iam
+from dagmirror.setup.bucketplan import BucketPlan, BucketSpec
+from dagmirror.setup.init import init_bucket
 
 
 @cli.command("iam-policy")
@@ -42,3 +49,138 @@ def iam_policy(
     )
     click.echo(orjson.dumps(iam.policy(request), option=orjson.OPT_INDENT_2).decode())
     sys.exit(ExitCode.OK)
+
+
+# -- bucket init -------------------------------------------------------------------------------------------
+@cli.group()
+def bucket() -> None:
+    """Set up a bucket for dagmirror (docs/setup.md)."""
+
+
+@bucket.command("init")
+@click.argument("url", metavar="s3://BUCKET")
+@click.option("--envs", default="", metavar="A,B,...", help="The environments (for the next steps shown).")
+@click.option("--endpoint-url", help="S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL).")
+@click.option("--region", help="Region to create the bucket in (default: the AWS chain, e.g. $AWS_REGION).")
+@click.option("--profile", help="AWS profile (default: the AWS chain).")
+@click.option(
+    "--noncurrent-days",
+    type=click.IntRange(1, 36500),
+    default=30,
+    show_default=True,
+    help="Delete noncurrent object versions (what deploys and gc replaced or deleted) after this many days.",
+)
+@click.option(
+    "--audit-days",
+    type=click.IntRange(0, 36500),
+    default=90,
+    show_default=True,
+    help="Delete audit logs (metadata/sync-logs/) after this many days; 0 keeps them.",
+)
+@click.option(
+    "--status-days",
+    type=click.IntRange(0, 36500),
+    default=30,
+    show_default=True,
+    help="Delete instance status objects (metadata/fleet/) not rewritten for this many days; 0 keeps them.",
+)
+@click.option("--events-queue", metavar="ARN", help="Send S3 event notifications to this SQS queue.")
+@click.option(
+    "--tls-only/--no-tls-only",
+    default=True,
+    show_default=True,
+    help="Add a bucket policy statement refusing requests not made over TLS (not on a plain-HTTP endpoint).",
+)
+@click.option("--dry-run", is_flag=True, help="Print each change and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
+@click.option("-v", "--verbose", count=True, help="-v info logging, -vv debug logging and tracebacks.")
+def bucket_init(
+    url: str,
+    envs: str,
+    endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
+    dry_run: bool,
+    as_json: bool,
+    verbose: int,
+    **flags: Any,
+) -> None:
+    """Create BUCKET if missing and configure it: versioning, no public access, TLS only, lifecycle rules,
+    optional event notifications. A second run changes nothing; rules and statements that dagmirror did not
+    add are never touched."""
+    setup_logging(verbose)
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    spec = call(lambda: bucket_spec(url, endpoint, region, flags), verbose)
+
+    async def go() -> BucketPlan:
+        from dagmirror.source.admin import S3Admin  # the SDK is imported only by commands that use it
+
+        admin = await S3Admin.open(spec.bucket, endpoint_url=endpoint, region=region, profile=profile)
+        try:
+            return await init_bucket(admin, spec, dry_run=dry_run)
+        finally:
+            await admin.aclose()
+
+    result = call(lambda: run_async(go()), verbose)
+    env_names = [e for e in envs.split(",") if e]
+    _render_init(spec, result, dry_run=dry_run, as_json=as_json, envs=env_names)
+    sys.exit(ExitCode.OK)
+
+
+def bucket_spec(url: str, endpoint: str | None, region: str | None, flags: dict[str, Any]) -> BucketSpec:
+    target = S3Url.parse(url)
+    if target.prefix:
+        raise ConfigError(f"bucket init takes s3://BUCKET, without a prefix, got {url!r}")
+    if flags["tls_only"] and endpoint is not None and endpoint.startswith("http://"):
+        raise ConfigError(
+            f"the endpoint {redact_url(endpoint)} is plain HTTP: a TLS-only bucket policy would refuse every "
+            "request; pass --no-tls-only (local test servers only)"
+        )
+    queue = flags["events_queue"]
+    if queue is not None and not (queue.startswith("arn:") and ":sqs:" in queue):
+        raise ConfigError(
+            f"--events-queue must be an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME): {queue!r}"
+        )
+    return BucketSpec(
+        target.bucket,
+        region=region,
+        tls_only=flags["tls_only"],
+        noncurrent_days=flags["noncurrent_days"],
+        audit_days=flags["audit_days"],
+        status_days=flags["status_days"],
+        queue_arn=queue,
+    )
+
+
+def _render_init(
+    spec: BucketSpec, result: BucketPlan, *, dry_run: bool, as_json: bool, envs: list[str]
+) -> None:
+    if as_json:
+        doc = {
+            "bucket": spec.bucket,
+            "dry_run": dry_run,
+            "changes": list(result.changes),
+            "warnings": list(result.warnings),
+        }
+        click.echo(orjson.dumps(doc).decode())
+        return
+    if result.empty:
+        click.echo(f"s3://{spec.bucket}: nothing to change")
+    else:
+        verb = "would make" if dry_run else "made"
+        note = " (dry run: nothing written)" if dry_run else ""
+        click.echo(f"s3://{spec.bucket}: {verb} {len(result.changes)} change(s){note}")
+        for line in result.changes:
+            click.echo(f"  {line}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}")
+    if envs and not dry_run:
+        click.echo("next: an IAM policy per role (docs/setup.md):")
+        for env in envs:
+            click.echo(f"  dagmirror iam-policy --role mirror --bucket {spec.bucket} --env {env}")
+        click.echo(
+            f"  dagmirror iam-policy --role deployer --bucket {spec.bucket} "
+            + " ".join(f"--env {e}" for e in envs)
+        )
+        click.echo(f"  dagmirror iam-policy --role admin --bucket {spec.bucket}")
