@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
 from dagmirror.cli.app import ExitCode, call, cli, run_async
+from dagmirror.cli.render import shown
 from dagmirror.config import S3Url, redact_url
-from dagmirror.errors import ConfigError
+from dagmirror.errors import ConfigError, DagmirrorError
 from dagmirror.logs import setup_logging
 from dagmirror.setup import iam
 from dagmirror.setup.bucketplan import BucketPlan, BucketSpec
+from dagmirror.setup.checks import Check, failed
+from dagmirror.setup.doctor import DoctorRequest, diagnose
 from dagmirror.setup.init import init_bucket
 
 
@@ -184,3 +188,68 @@ def _render_init(
             + " ".join(f"--env {e}" for e in envs)
         )
         click.echo(f"  dagmirror iam-policy --role admin --bucket {spec.bucket}")
+
+
+# -- doctor ------------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("source", metavar="s3://BUCKET/PREFIX")
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--role",
+    type=click.Choice(iam.ROLES),
+    default="mirror",
+    show_default=True,
+    help="What these credentials are for: a mirror must not write, a deployer must.",
+)
+@click.option(
+    "--readyz",
+    "readyz_url",
+    metavar="URL",
+    help="Also ask a running daemon, e.g. http://127.0.0.1:9090/readyz.",
+)
+@click.option("--endpoint-url", help="S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL).")
+@click.option("--region", help="AWS region (default: the AWS chain, e.g. $AWS_REGION).")
+@click.option("--profile", help="AWS profile (default: the AWS chain).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON line.")
+@click.option("-v", "--verbose", count=True, help="-v info logging, -vv debug logging and tracebacks.")
+def doctor(
+    source: str,
+    dest: Path | None,
+    role: str,
+    readyz_url: str | None,
+    endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
+    as_json: bool,
+    verbose: int,
+) -> None:
+    """Check a set-up: credentials, region, clock, the bucket, releases, read and write access, DEST, and a
+    running daemon. One line per check (ok / warn / fail, and the fix); exit 1 when any check failed."""
+    setup_logging(verbose)
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = region or os.environ.get("AWS_REGION")
+    request = call(lambda: DoctorRequest(S3Url.parse(source), dest, role, readyz_url), verbose)
+
+    async def go() -> list[Check]:
+        from dagmirror.source.admin import S3Admin  # the SDK is imported only by commands that use it
+
+        try:
+            admin = await S3Admin.open(
+                request.source.bucket, endpoint_url=endpoint, region=region, profile=profile
+            )
+        except DagmirrorError as exc:
+            return await diagnose(request, exc)
+        try:
+            return await diagnose(request, admin)
+        finally:
+            await admin.aclose()
+
+    found = call(lambda: run_async(go()), verbose)
+    if as_json:
+        click.echo(orjson.dumps({"ok": not failed(found), "checks": [c.to_dict() for c in found]}).decode())
+    else:
+        for c in found:
+            click.echo(
+                f"{c.status:<4}  {c.name}: {shown(c.detail)}" + (f"  -> fix: {c.fix}" if c.fix else "")
+            )
+    sys.exit(ExitCode.FAILED if failed(found) else ExitCode.OK)

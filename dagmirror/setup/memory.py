@@ -21,7 +21,10 @@ class MemoryBucket:
     lifecycle: tuple[Mapping[str, Any], ...] = ()
     notification: Mapping[str, Any] = field(default_factory=dict)
     objects: dict[str, bytes] = field(default_factory=dict)
-    writable: bool = False  # whether probe_write finds PutObject authorised
+    writable: tuple[str, ...] = (
+        "metadata/fleet/",
+        "metadata/sync-logs/",
+    )  # PutObject allowed here (a mirror)
     denied: frozenset[str] = frozenset()  # method names that answer AccessDenied
     identity: str = "arn:aws:iam::123456789012:role/dagmirror-mirror"
     region: str = "us-east-1"
@@ -112,4 +115,4 @@ class MemoryAdmin:
 
     async def probe_write(self, key: str) -> WriteProbe:
         self._check("probe_write")
-        return "allowed" if self.state.writable else "denied"
+        return "allowed" if key.startswith(self.state.writable) else "denied"

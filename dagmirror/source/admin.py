@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import orjson
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from dagmirror.config import MirrorConfig, S3Url, redact_url
 from dagmirror.errors import SourceConfigError, SourceError
@@ -78,10 +79,12 @@ class S3Admin:
 
     # -- configuration (BucketAdmin) -------------------------------------------------------------------
     async def bucket_exists(self) -> bool:
+        """Asked with GetBucketVersioning, not HeadBucket: HeadBucket needs s3:ListBucket on the whole
+        bucket, which a mirror's policy grants only for its own prefixes."""
         try:
-            await self._call("HEAD bucket", "head_bucket")
+            await self._call("GET versioning", "get_bucket_versioning")
         except SourceError as exc:
-            if exc.code in ("404", "NoSuchBucket"):  # a HEAD answer has no body: a bare 404
+            if exc.code in ("404", "NoSuchBucket"):
                 return False
             raise
         return True
@@ -155,8 +158,16 @@ class S3Admin:
         return str(location or "us-east-1")  # S3 says null for us-east-1
 
     async def server_date(self) -> str:
-        resp = await self._call("HEAD bucket", "head_bucket")
-        return str(resp["ResponseMetadata"]["HTTPHeaders"].get("date", ""))
+        """S3's Date header, from any answer to a HEAD of the bucket (a 403 or 404 carries one too)."""
+        async with self._translator.request("HEAD bucket", "", self._deadline):
+            try:
+                resp = await self._client.head_bucket(Bucket=self._bucket)
+            except ClientError as exc:
+                resp = exc.response
+        date = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
+        if not date:
+            raise SourceError(f"HEAD s3://{self._bucket} at {self.endpoint}: no Date header", transient=False)
+        return str(date)
 
     async def count_objects(self, prefix: str) -> int:
         """How many keys the first page under `prefix` lists (at most 1000): proof of read access."""
