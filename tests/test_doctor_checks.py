@@ -29,7 +29,7 @@ def test_a_mirror_may_write_only_its_status() -> None:
     assert checks.write_access("mirror", {"dags/dev/x": "allowed", status: "allowed"}).status == "fail"
     assert checks.write_access("mirror", {"dags/dev/x": "denied", status: "denied"}).status == "warn"
     assert checks.write_access("deployer", {"dags/dev/x": "denied", status: "denied"}).status == "fail"
-    assert checks.write_access("deployer", {"dags/dev/x": "allowed", status: "denied"}).status == "warn"
+    assert checks.write_access("deployer", {"dags/dev/x": "allowed", status: "denied"}).status == "ok"
     unknown = checks.write_access("mirror", {"dags/dev/x": SourceConfigError("boom")})
     assert unknown.status == "warn"
 

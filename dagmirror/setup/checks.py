@@ -178,7 +178,7 @@ def write_access(role: str, probes: dict[str, str | Exception]) -> Check:
             "dagmirror iam-policy --role deployer --bucket B --env E",
         )
     status = [k for k, v in probes.items() if _status_key(k) and v == "denied"]
-    if status:
+    if role == "mirror" and status:
         return Check(
             "write",
             "warn",
