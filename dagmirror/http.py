@@ -1,7 +1,9 @@
-"""/healthz, /readyz and /metrics on aiohttp. Read-only: nothing here changes state or shows a secret."""
+"""/healthz, /readyz and /metrics on aiohttp, and POST /sync. Nothing here changes state or shows a secret:
+POST /sync only asks for a pass sooner, which the daemon coalesces and rate-limits."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,10 +17,17 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
+class SyncAnswer:
+    outcome: str  # "accepted", "coalesced" (joins a pass already requested) or "limited"
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True)
 class Probes:
     healthy: Callable[[], bool]
     readiness: Callable[[], tuple[bool, dict[str, object]]]
     metrics: Callable[[], bytes]
+    sync: Callable[[], SyncAnswer] | None = None  # None: no POST /sync
 
 
 class HttpServer:
@@ -32,6 +41,8 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        if self._probes.sync is not None:
+            app.router.add_post("/sync", self._sync)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -61,3 +72,12 @@ class HttpServer:
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=self._probes.metrics(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    async def _sync(self, _: web.Request) -> web.Response:
+        assert self._probes.sync is not None  # the route exists only then
+        answer = self._probes.sync()
+        body = orjson.dumps({"outcome": answer.outcome, "retry_after": math.ceil(answer.retry_after)})
+        if answer.outcome == "limited":
+            headers = {"Retry-After": str(max(1, math.ceil(answer.retry_after)))}
+            return web.Response(status=429, body=body, content_type="application/json", headers=headers)
+        return web.Response(status=202, body=body, content_type="application/json")

@@ -17,19 +17,34 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from dagmirror.audit import S3_PREFIX, AuditLog
-from dagmirror.config import Mapping, MirrorConfig, ServiceConfig
+from dagmirror.config import Mapping, MirrorConfig, ServiceConfig, redact_url
 from dagmirror.engine import Mirror
 from dagmirror.errors import DagmirrorError
-from dagmirror.http import HttpServer, Probes
+from dagmirror.http import HttpServer, Probes, SyncAnswer
 from dagmirror.metrics import Metrics
-from dagmirror.service.triggers import Interval, Signals, Sleep, sleep_or_wake
+from dagmirror.models import SyncReport
+from dagmirror.service.hooks import Change, Hook, Hooks, configured_hooks
+from dagmirror.service.triggers import (
+    EventTrigger,
+    Interval,
+    Signals,
+    Sleep,
+    SyncLimiter,
+    open_sqs_queue,
+    sleep_or_wake,
+    watches,
+)
 from dagmirror.source import ObjectSink
+from dagmirror.source.queue import EventQueue
 
 log = logging.getLogger("dagmirror")
 SinkFactory = Callable[[], Awaitable[ObjectSink]]
+QueueFactory = Callable[[ServiceConfig], Awaitable[EventQueue]]
+# After a successful pass: (mapping, pass number counted from 1, pass id, report).
+AfterPass = Callable[[str, int, str, SyncReport], None]
 
 
 class MappingRunner:
@@ -45,12 +60,16 @@ class MappingRunner:
         on_audited: Callable[[], None],
         interval: Interval,
         sleep: Sleep,
+        after_pass: AfterPass | None = None,
     ) -> None:
         self.name = mapping.name
         self.mirror = mirror
         self.completed_once = False
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.passes = 0  # passes started: an event covers the passes started after it came
+        self.mode = "objects"  # how the last successful pass learned what changed: sets the interval
+        self._after_pass = after_pass
         self._metrics = metrics
         self._audit = audit
         self._on_audited = on_audited
@@ -63,11 +82,13 @@ class MappingRunner:
             self.wake.clear()
             ok = await self.one_pass()
             failures = 0 if ok else failures + 1
-            await sleep_or_wake(self._interval.next_delay(failures), self.wake, self._sleep)
+            await sleep_or_wake(self._interval.next_delay(failures, self.mode), self.wake, self._sleep)
 
     async def one_pass(self) -> bool:
         """One pass; a DagmirrorError is a failed pass (logged, retried later), anything else is a bug."""
         pass_id = uuid.uuid4().hex[:12]
+        self.passes += 1
+        number = self.passes
         started = time.monotonic()
         try:
             report = await self.mirror.sync_once()
@@ -80,6 +101,7 @@ class MappingRunner:
             )
             return False
         self.completed_once = True
+        self.mode = report.mode
         self._metrics.observe(self.name, report)
         if self._audit.append(report, mapping=self.name, pass_id=pass_id):
             self._on_audited()
@@ -92,6 +114,8 @@ class MappingRunner:
             report.seconds,
             extra={"mapping": self.name, "pass_id": pass_id, "guard": report.guard},
         )
+        if self._after_pass is not None:
+            self._after_pass(self.name, number, pass_id, report)
         return True
 
 
@@ -106,12 +130,20 @@ class Service:
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         ship_timeout: float = 5.0,
+        queue_factory: QueueFactory | None = None,
+        hooks: Sequence[Hook] | None = None,
     ) -> None:
         self.config = config
         self.metrics = Metrics(clock)
         self.audit = AuditLog(config.audit_directory, config.host, clock)
+        self.hooks = Hooks(configured_hooks(config) if hooks is None else hooks, self.metrics.triggers)
+        self.events: EventTrigger | None = None  # set by run() when a queue is configured
+        self._queue_factory = queue_factory or (open_sqs_queue if config.sqs_queue else None)
+        self._limiter = SyncLimiter(clock=time.monotonic)
+        self._clock = clock
+        self._sleep = sleep
         interval = Interval(
-            config.interval,
+            config.interval_for,
             config.jitter,
             config.max_backoff,
             rng or random.Random(),  # noqa: S311 - jitter, not a secret
@@ -125,6 +157,7 @@ class Service:
                 on_audited=self._ship_audit,
                 interval=interval,
                 sleep=sleep,
+                after_pass=self._after_pass,
             )
             for m in config.mappings
         ]
@@ -160,6 +193,34 @@ class Service:
         for r in self._runners:
             r.wake.set()
 
+    def sync_requested(self) -> SyncAnswer:
+        """POST /sync: one pass of every mapping soon. Idempotent: while a pass is already requested and not
+        started, another request joins it (202, coalesced); rate-limited beyond that (429)."""
+        if all(r.wake.is_set() for r in self._runners):
+            outcome, retry_after = "coalesced", 0.0
+        else:
+            retry_after = self._limiter.take()
+            outcome = "limited" if retry_after else "accepted"
+        self.metrics.triggers.sync_requests.labels(outcome).inc()
+        if outcome == "accepted":
+            log.info("POST /sync: immediate pass requested")
+            self.request_pass()
+        return SyncAnswer(outcome, retry_after)
+
+    def _after_pass(self, mapping: str, number: int, pass_id: str, report: SyncReport) -> None:
+        if self.events is not None:
+            self.events.pass_succeeded(mapping, number)
+        if report.changed and self.hooks.hooks and not report.dry_run:
+            self.hooks.changed(Change.of(mapping, pass_id, report, host=self.config.host, now=self._clock()))
+
+    def _wake(self, mapping: str) -> None:
+        for r in self._runners:
+            if r.name == mapping:
+                r.wake.set()
+
+    def _passes_started(self, mapping: str) -> int:
+        return next(r.passes for r in self._runners if r.name == mapping)
+
     def stop(self) -> None:
         self._stop.set()
         self.request_pass()  # wake sleeping loops so they see the stop
@@ -172,6 +233,7 @@ class Service:
         with signals.installed(loop) if install_signals else contextlib.nullcontext():
             try:
                 await self._start_http()
+                await self._open_events()
                 await self._run_mappings()
             finally:
                 await self._shutdown()
@@ -181,15 +243,20 @@ class Service:
         if not self.config.http:
             return
         self.http = HttpServer(
-            self.config.http, Probes(self.healthy, self.readiness, self.metrics.exposition)
+            self.config.http,
+            Probes(self.healthy, self.readiness, self.metrics.exposition, self.sync_requested),
         )
         await self.http.start()
-        log.info("serving /healthz /readyz /metrics on %s:%s", self.http.host, self.http.port)
+        log.info("serving /healthz /readyz /metrics, POST /sync on %s:%s", self.http.host, self.http.port)
 
     async def _run_mappings(self) -> None:
         """Every runner is a task of one TaskGroup, so none outlives `run`; stop waits `grace` for the
         passes in flight, then cancels them."""
         async with asyncio.TaskGroup() as group:
+            helpers = [group.create_task(self.hooks.run(), name="hooks")]
+            events_stop = asyncio.Event()
+            if self.events is not None:
+                helpers.append(group.create_task(self._events(self.events, events_stop), name="events"))
             for r in self._runners:
                 r.task = group.create_task(self._supervised(r), name=f"mirror-{r.name}")
             await self._stop.wait()
@@ -204,6 +271,35 @@ class Service:
                     len(pending),
                     self.config.grace,
                 )
+            events_stop.set()  # after the last passes: their messages are deleted before we go
+            await asyncio.gather(*helpers[1:], return_exceptions=True)
+            helpers[0].cancel()  # a hook command still running is killed with its process group
+
+    async def _open_events(self) -> None:
+        if self._queue_factory is None:
+            return
+        queue = await self._queue_factory(self.config)
+        self.events = EventTrigger(
+            queue,
+            watches(self.config),
+            wake=self._wake,
+            started=self._passes_started,
+            metrics=self.metrics.triggers,
+            sleep=self._sleep,
+        )
+        log.info("waking passes on S3 events from %s", redact_url(self.config.sqs_queue or "the queue"))
+
+    async def _events(self, trigger: EventTrigger, stop: asyncio.Event) -> None:
+        """A bug in the trigger stops events, not the daemon: the interval still polls."""
+        try:
+            await trigger.run(stop)
+        except Exception as exc:
+            log.error(  # noqa: TRY400 - one line; the traceback only at -vv (debug)
+                "events stopped by an internal error, polling only: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+            )
 
     async def _supervised(self, runner: MappingRunner) -> None:
         try:
@@ -225,6 +321,8 @@ class Service:
         stages: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             (f"closing mapping {r.name}", r.mirror.aclose) for r in self._runners
         ]
+        if self.events is not None:
+            stages.append(("closing the event queue", self.events.queue.aclose))
         stages += [
             ("finishing the audit shipment", self._finish_shipping),
             ("stopping HTTP", self._stop_http),
