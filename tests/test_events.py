@@ -215,8 +215,12 @@ class Runners:
 
 def make_trigger(queue: MemoryQueue, runners: Runners) -> tuple[EventTrigger, TriggerMetrics]:
     metrics = TriggerMetrics(CollectorRegistry())
+
+    async def open_queue() -> MemoryQueue:
+        return queue
+
     trigger = EventTrigger(
-        queue,
+        open_queue,
         (Watch("prod", "company-airflow", "dags/prod/"), Watch("dev", "company-airflow", "dags/dev/")),
         wake=runners.wake,
         started=runners.started.__getitem__,

@@ -327,12 +327,16 @@ def test_a_running_daemon_calls_both_hooks_after_a_change(
         with Daemon(f"s3://{bucket}/dags/prod/", dest, moto_endpoint, *flags) as d:
             d.until(lambda: out.exists() and out.read_text() == "1\n", what="the hook of the first pass")
             put_all(s3, bucket, "dags/prod/", {"b.py": b"b\n", "c.py": b"c\n"})
-            d.until(lambda: out.read_text() == "1\n2\n", what="the hook of the second change")
-            d.until(lambda: len(target.bodies) == 3, what="two webhooks, the first retried once")
-            d.until(lambda: d.metric("dagmirror_hook_runs_total", hook="webhook", outcome="ok") == 2)
-            assert d.metric("dagmirror_hook_runs_total", hook="exec", outcome="ok") == 2
+            # b.py and c.py are two PUTs: one pass may see both, or two passes one each.
+            d.until(lambda: sum(map(int, out.read_text().split())) == 3, what="the hooks of the changes")
+            changes = len(out.read_text().split())
+            d.until(lambda: len(target.bodies) == changes + 1, what="a webhook per change, the first retried")
+            d.until(lambda: d.metric("dagmirror_hook_runs_total", hook="webhook", outcome="ok") == changes)
+            assert d.metric("dagmirror_hook_runs_total", hook="exec", outcome="ok") == changes
     assert read_tree(dest) == {"a.py": b"a\n", "b.py": b"b\n", "c.py": b"c\n"}
-    assert [b["downloaded"] for b in target.bodies] == [1, 1, 2]
+    downloaded = [b["downloaded"] for b in target.bodies]
+    assert downloaded[:2] == [1, 1]  # the first change, answered 503 then 200
+    assert sum(downloaded[1:]) == 3
 
 
 @pytest.mark.parametrize(

@@ -23,16 +23,16 @@ from dagmirror.audit import S3_PREFIX, AuditLog
 from dagmirror.config import Mapping, MirrorConfig, ServiceConfig, redact_url
 from dagmirror.engine import Mirror
 from dagmirror.errors import DagmirrorError
-from dagmirror.http import HttpServer, Probes, SyncAnswer
+from dagmirror.http import HttpServer, Probes
 from dagmirror.metrics import Metrics
 from dagmirror.models import SyncReport
-from dagmirror.service.hooks import Change, Hook, Hooks, configured_hooks
+from dagmirror.service.hooks import Hook, Hooks, configured_hooks
 from dagmirror.service.triggers import (
     EventTrigger,
     Interval,
     Signals,
     Sleep,
-    SyncLimiter,
+    SyncRequests,
     open_sqs_queue,
     sleep_or_wake,
     watches,
@@ -60,7 +60,7 @@ class MappingRunner:
         on_audited: Callable[[], None],
         interval: Interval,
         sleep: Sleep,
-        after_pass: AfterPass | None = None,
+        after_pass: Sequence[AfterPass] = (),
     ) -> None:
         self.name = mapping.name
         self.mirror = mirror
@@ -114,8 +114,8 @@ class MappingRunner:
             report.seconds,
             extra={"mapping": self.name, "pass_id": pass_id, "guard": report.guard},
         )
-        if self._after_pass is not None:
-            self._after_pass(self.name, number, pass_id, report)
+        for listener in self._after_pass:
+            listener(self.name, number, pass_id, report)
         return True
 
 
@@ -136,12 +136,10 @@ class Service:
         self.config = config
         self.metrics = Metrics(clock)
         self.audit = AuditLog(config.audit_directory, config.host, clock)
-        self.hooks = Hooks(configured_hooks(config) if hooks is None else hooks, self.metrics.triggers)
-        self.events: EventTrigger | None = None  # set by run() when a queue is configured
-        self._queue_factory = queue_factory or (open_sqs_queue if config.sqs_queue else None)
-        self._limiter = SyncLimiter(clock=time.monotonic)
-        self._clock = clock
-        self._sleep = sleep
+        hooks = configured_hooks(config) if hooks is None else hooks
+        self.hooks = Hooks(hooks, self.metrics.triggers, host=config.host, clock=clock)
+        runners: dict[str, MappingRunner] = {}  # filled below: the trigger wakes runners by name
+        self.events = event_trigger(config, queue_factory, runners, self.metrics, sleep)
         interval = Interval(
             config.interval_for,
             config.jitter,
@@ -157,7 +155,7 @@ class Service:
                 on_audited=self._ship_audit,
                 interval=interval,
                 sleep=sleep,
-                after_pass=self._after_pass,
+                after_pass=(self.hooks.after_pass, self.events.after_pass),
             )
             for m in config.mappings
         ]
@@ -169,6 +167,7 @@ class Service:
         self.http: HttpServer | None = None
         for runner in self._runners:
             self.metrics.register(runner.name)
+            runners[runner.name] = runner
 
     # -- probes --
     def healthy(self) -> bool:
@@ -193,34 +192,6 @@ class Service:
         for r in self._runners:
             r.wake.set()
 
-    def sync_requested(self) -> SyncAnswer:
-        """POST /sync: one pass of every mapping soon. Idempotent: while a pass is already requested and not
-        started, another request joins it (202, coalesced); rate-limited beyond that (429)."""
-        if all(r.wake.is_set() for r in self._runners):
-            outcome, retry_after = "coalesced", 0.0
-        else:
-            retry_after = self._limiter.take()
-            outcome = "limited" if retry_after else "accepted"
-        self.metrics.triggers.sync_requests.labels(outcome).inc()
-        if outcome == "accepted":
-            log.info("POST /sync: immediate pass requested")
-            self.request_pass()
-        return SyncAnswer(outcome, retry_after)
-
-    def _after_pass(self, mapping: str, number: int, pass_id: str, report: SyncReport) -> None:
-        if self.events is not None:
-            self.events.pass_succeeded(mapping, number)
-        if report.changed and self.hooks.hooks and not report.dry_run:
-            self.hooks.changed(Change.of(mapping, pass_id, report, host=self.config.host, now=self._clock()))
-
-    def _wake(self, mapping: str) -> None:
-        for r in self._runners:
-            if r.name == mapping:
-                r.wake.set()
-
-    def _passes_started(self, mapping: str) -> int:
-        return next(r.passes for r in self._runners if r.name == mapping)
-
     def stop(self) -> None:
         self._stop.set()
         self.request_pass()  # wake sleeping loops so they see the stop
@@ -233,7 +204,6 @@ class Service:
         with signals.installed(loop) if install_signals else contextlib.nullcontext():
             try:
                 await self._start_http()
-                await self._open_events()
                 await self._run_mappings()
             finally:
                 await self._shutdown()
@@ -242,9 +212,10 @@ class Service:
     async def _start_http(self) -> None:
         if not self.config.http:
             return
+        sync = SyncRequests([r.wake for r in self._runners], self.metrics.triggers, self.request_pass)
         self.http = HttpServer(
             self.config.http,
-            Probes(self.healthy, self.readiness, self.metrics.exposition, self.sync_requested),
+            Probes(self.healthy, self.readiness, self.metrics.exposition, sync),
         )
         await self.http.start()
         log.info("serving /healthz /readyz /metrics, POST /sync on %s:%s", self.http.host, self.http.port)
@@ -253,10 +224,9 @@ class Service:
         """Every runner is a task of one TaskGroup, so none outlives `run`; stop waits `grace` for the
         passes in flight, then cancels them."""
         async with asyncio.TaskGroup() as group:
-            helpers = [group.create_task(self.hooks.run(), name="hooks")]
             events_stop = asyncio.Event()
-            if self.events is not None:
-                helpers.append(group.create_task(self._events(self.events, events_stop), name="events"))
+            hooks = group.create_task(self.hooks.run(), name="hooks")
+            events = group.create_task(self.events.serve(events_stop), name="events")
             for r in self._runners:
                 r.task = group.create_task(self._supervised(r), name=f"mirror-{r.name}")
             await self._stop.wait()
@@ -272,34 +242,8 @@ class Service:
                     self.config.grace,
                 )
             events_stop.set()  # after the last passes: their messages are deleted before we go
-            await asyncio.gather(*helpers[1:], return_exceptions=True)
-            helpers[0].cancel()  # a hook command still running is killed with its process group
-
-    async def _open_events(self) -> None:
-        if self._queue_factory is None:
-            return
-        queue = await self._queue_factory(self.config)
-        self.events = EventTrigger(
-            queue,
-            watches(self.config),
-            wake=self._wake,
-            started=self._passes_started,
-            metrics=self.metrics.triggers,
-            sleep=self._sleep,
-        )
-        log.info("waking passes on S3 events from %s", redact_url(self.config.sqs_queue or "the queue"))
-
-    async def _events(self, trigger: EventTrigger, stop: asyncio.Event) -> None:
-        """A bug in the trigger stops events, not the daemon: the interval still polls."""
-        try:
-            await trigger.run(stop)
-        except Exception as exc:
-            log.error(  # noqa: TRY400 - one line; the traceback only at -vv (debug)
-                "events stopped by an internal error, polling only: %s: %s",
-                type(exc).__name__,
-                exc,
-                exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
-            )
+            await asyncio.gather(events, return_exceptions=True)
+            hooks.cancel()  # a hook command still running is killed with its process group
 
     async def _supervised(self, runner: MappingRunner) -> None:
         try:
@@ -321,9 +265,8 @@ class Service:
         stages: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             (f"closing mapping {r.name}", r.mirror.aclose) for r in self._runners
         ]
-        if self.events is not None:
-            stages.append(("closing the event queue", self.events.queue.aclose))
         stages += [
+            ("closing the event queue", self.events.aclose),
             ("finishing the audit shipment", self._finish_shipping),
             ("stopping HTTP", self._stop_http),
         ]
@@ -393,6 +336,27 @@ def s3_audit_sink(config: ServiceConfig) -> SinkFactory | None:
         )
 
     return open_sink
+
+
+def event_trigger(
+    config: ServiceConfig,
+    queue_factory: QueueFactory | None,
+    runners: dict[str, MappingRunner],
+    metrics: Metrics,
+    sleep: Sleep,
+) -> EventTrigger:
+    """The SQS trigger; it opens the queue when it runs, and does nothing when none is configured."""
+    factory = queue_factory or (open_sqs_queue if config.sqs_queue else None)
+    if factory is not None:
+        log.info("waking passes on S3 events from %s", redact_url(config.sqs_queue or "a queue"))
+    return EventTrigger(
+        None if factory is None else lambda: factory(config),
+        watches(config),
+        wake=lambda mapping: runners[mapping].wake.set(),
+        started=lambda mapping: runners[mapping].passes,
+        metrics=metrics.triggers,
+        sleep=sleep,
+    )
 
 
 def _finite(value: float) -> float | None:

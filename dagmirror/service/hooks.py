@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -194,12 +194,26 @@ class Webhook:
 class Hooks:
     """One worker per hook, each with a small queue of changes (STYLE.md: bounded stages)."""
 
-    def __init__(self, hooks: Sequence[Hook], metrics: TriggerMetrics, *, backlog: int = 8) -> None:
+    def __init__(
+        self,
+        hooks: Sequence[Hook],
+        metrics: TriggerMetrics,
+        *,
+        host: str = "",
+        clock: Callable[[], float] = time.time,
+        backlog: int = 8,
+    ) -> None:
         self.hooks = tuple(hooks)
         self._metrics = metrics
+        self._host, self._clock = host, clock
         self._queues: list[asyncio.Queue[Change]] = [asyncio.Queue(maxsize=backlog) for _ in self.hooks]
         for hook in self.hooks:
             metrics.register_hook(hook.name)
+
+    def after_pass(self, mapping: str, number: int, pass_id: str, report: SyncReport) -> None:
+        """Called by a mapping's runner after each successful pass: a change (not a dry run) is queued."""
+        if report.changed and self.hooks and not report.dry_run:
+            self.changed(Change.of(mapping, pass_id, report, host=self._host, now=self._clock()))
 
     def changed(self, change: Change) -> None:
         """Queue `change` for every hook; never waits."""

@@ -10,13 +10,16 @@ import logging
 import os
 import random
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from dagmirror.config import ServiceConfig
-from dagmirror.errors import SourceError
+from dagmirror.errors import DagmirrorError, SourceError
 from dagmirror.events import Inbox, Watch, parse_message, result_of, route
+from dagmirror.http import SyncAnswer
 from dagmirror.metrics import TriggerMetrics
+from dagmirror.models import SyncReport
 from dagmirror.source.queue import EventQueue, QueueMessage
 
 log = logging.getLogger("dagmirror")
@@ -102,7 +105,7 @@ class EventTrigger:
 
     def __init__(
         self,
-        queue: EventQueue,
+        open_queue: Callable[[], Awaitable[EventQueue]] | None,
         watches: Sequence[Watch],
         *,
         wake: Callable[[str], None],
@@ -113,7 +116,8 @@ class EventTrigger:
         visibility: float = 60.0,
         max_backoff: float = 300.0,
     ) -> None:
-        self.queue = queue
+        self.queue: EventQueue | None = None  # opened by run(), retried like a receive when that fails
+        self._open_queue = open_queue
         self._watches = tuple(watches)
         self._wake = wake
         self._started = started
@@ -126,12 +130,30 @@ class EventTrigger:
         self._deletable: list[str] = []
         self._flush = asyncio.Event()
 
-    def pass_succeeded(self, mapping: str, number: int) -> None:
+    def after_pass(self, mapping: str, number: int, pass_id: str, report: SyncReport) -> None:
         """Called by a mapping's runner after its pass `number` (counted from 1) succeeded."""
+        self.pass_succeeded(mapping, number)
+
+    def pass_succeeded(self, mapping: str, number: int) -> None:
         covered = self.inbox.covered(mapping, number)
         if covered:
             self._deletable += covered
             self._flush.set()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """`run`, where a bug stops the events, not the daemon: the interval still polls. Without a queue
+        (`open_queue` None), nothing."""
+        if self._open_queue is None:
+            return
+        try:
+            await self.run(stop)
+        except Exception as exc:
+            log.error(  # noqa: TRY400 - one line; the traceback only at -vv (debug)
+                "events stopped by an internal error, polling only: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Receive until `stop`, then delete what the last passes covered (within `wait` seconds)."""
@@ -149,14 +171,20 @@ class EventTrigger:
                 left = len(self._deletable)
                 log.warning("events: %d message(s) not deleted at shutdown; they come back", left)
 
+    async def aclose(self) -> None:
+        if self.queue is not None:
+            await self.queue.aclose()
+
     async def _receive_loop(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
             try:
+                assert self._open_queue is not None  # serve() runs this only with a queue
+                self.queue = self.queue or await self._open_queue()
                 messages = await self.queue.receive(
                     max_messages=10, wait=self._wait, visibility=self._visibility
                 )
-            except SourceError as exc:
+            except DagmirrorError as exc:  # SourceError, or a ConfigError opening the queue
                 failures += 1
                 self._metrics.queue_errors.labels("receive").inc()
                 delay = min(self._max_backoff, 2.0**failures)
@@ -188,7 +216,7 @@ class EventTrigger:
         while True:
             await self._flush.wait()
             self._flush.clear()
-            while self._deletable:
+            while self._deletable and self.queue is not None:
                 batch = self._deletable[:10]
                 try:
                     await self.queue.delete(batch)
@@ -246,3 +274,32 @@ class SyncLimiter:
             self._tokens -= 1
             return 0.0
         return (1 - self._tokens) * self._refill
+
+
+class SyncRequests:
+    """POST /sync: a pass of every mapping soon. Idempotent: while a requested pass has not started yet (the
+    runners' wake events are all set), another request joins it; beyond that `SyncLimiter` decides."""
+
+    def __init__(
+        self,
+        wakes: Sequence[asyncio.Event],
+        metrics: TriggerMetrics,
+        request_pass: Callable[[], None],
+        limiter: SyncLimiter | None = None,
+    ) -> None:
+        self._wakes = tuple(wakes)
+        self._metrics = metrics
+        self._request_pass = request_pass
+        self._limiter = limiter or SyncLimiter(clock=time.monotonic)
+
+    def __call__(self) -> SyncAnswer:
+        if all(w.is_set() for w in self._wakes):
+            outcome, retry_after = "coalesced", 0.0
+        else:
+            retry_after = self._limiter.take()
+            outcome = "limited" if retry_after else "accepted"
+        self._metrics.sync_requests.labels(outcome).inc()
+        if outcome == "accepted":
+            log.info("POST /sync: immediate pass requested")
+            self._request_pass()
+        return SyncAnswer(outcome, retry_after)
