@@ -32,6 +32,17 @@ from dagmirror.retry import RetryPolicy, Sleep, retrying
 log = logging.getLogger("dagmirror")
 _TAIL = 2048  # bytes of a command's output kept for the log line of its failure
 WEBHOOK_RETRY = RetryPolicy(attempts=5, base_delay=1.0, max_delay=30.0)
+_FROM_REPORT = (
+    "source",
+    "dest",
+    "mode",
+    "release",
+    "release_seq",
+    "downloaded",
+    "deleted",
+    "failed",
+    "unchanged",
+)
 
 
 @dataclass(frozen=True)
@@ -54,21 +65,8 @@ class Change:
 
     @classmethod
     def of(cls, mapping: str, pass_id: str, report: SyncReport, *, host: str, now: float) -> Change:
-        return cls(
-            mapping=mapping,
-            source=report.source,
-            dest=report.dest,
-            host=host,
-            pass_id=pass_id,
-            time=now,
-            mode=report.mode,
-            release=report.release,
-            release_seq=report.release_seq,
-            downloaded=report.downloaded,
-            deleted=report.deleted,
-            failed=report.failed,
-            unchanged=report.unchanged,
-        )
+        told = {name: getattr(report, name) for name in _FROM_REPORT}
+        return cls(mapping=mapping, host=host, pass_id=pass_id, time=now, **told)
 
     def environment(self) -> dict[str, str]:
         """DAGMIRROR_MAPPING, DAGMIRROR_RELEASE ('' in objects mode), DAGMIRROR_DOWNLOADED, ..."""
