@@ -244,6 +244,16 @@ class Hooks:
                     exc,
                     extra={"mapping": change.mapping, "pass_id": change.pass_id},
                 )
+            except Exception as exc:  # a bug in a hook must not stop the daemon's passes
+                outcome = "failed"
+                log.error(  # noqa: TRY400 - one line; the traceback only at -vv (debug)
+                    "%s hook failed for pass %s: %s: %s",
+                    hook.name,
+                    change.pass_id,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+                )
             self._metrics.hooks.labels(hook.name, outcome).inc()
             self._metrics.hook_seconds.labels(hook.name).observe(time.monotonic() - started)
 

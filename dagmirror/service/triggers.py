@@ -156,7 +156,8 @@ class EventTrigger:
             )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Receive until `stop`, then delete what the last passes covered (within `wait` seconds)."""
+        """Receive until `stop`, then delete what the last passes covered (within 5 s: what is left comes
+        back after its visibility timeout, and the next start's first pass covers it)."""
         receiver = asyncio.create_task(self._receive_loop(stop), name="events-receive")
         deleter = asyncio.create_task(self._delete_loop(stop), name="events-delete")
         try:
@@ -165,8 +166,8 @@ class EventTrigger:
             receiver.cancel()
             self._flush.set()
             await asyncio.gather(receiver, return_exceptions=True)
-            try:
-                await asyncio.wait_for(deleter, timeout=self._wait)
+            try:  # bounded: the shutdown has a grace period to keep
+                await asyncio.wait_for(deleter, timeout=5.0)
             except TimeoutError:
                 left = len(self._deletable)
                 log.warning("events: %d message(s) not deleted at shutdown; they come back", left)
