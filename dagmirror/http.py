@@ -1,4 +1,5 @@
-"""/healthz, /readyz and /metrics on aiohttp. Read-only: nothing here changes state or shows a secret.
+"""/healthz, /readyz and /metrics on aiohttp, and POST /sync. Nothing here changes state or shows a secret:
+POST /sync only asks for a pass sooner, which the daemon coalesces and rate-limits.
 
 The listener may face a network (docs/operations.md binds it to 0.0.0.0 in a pod): aiohttp has no deadline
 for a request's headers and no cap on connections, so each connection is given MAX_CONNECTION_SECONDS to
@@ -8,6 +9,7 @@ mirror needs (docs/security.md, "The network")."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,10 +26,17 @@ KEEPALIVE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
+class SyncAnswer:
+    outcome: str  # "accepted", "coalesced" (joins a pass already requested) or "limited"
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True)
 class Probes:
     healthy: Callable[[], bool]
     readiness: Callable[[], tuple[bool, dict[str, object]]]
     metrics: Callable[[], bytes]
+    sync: Callable[[], SyncAnswer] | None = None  # None: no POST /sync
 
 
 class _Guarded(asyncio.Protocol):
@@ -99,6 +108,8 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        if self._probes.sync is not None:
+            app.router.add_post("/sync", self._sync)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS
         )
@@ -134,3 +145,12 @@ class HttpServer:
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=self._probes.metrics(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    async def _sync(self, _: web.Request) -> web.Response:
+        assert self._probes.sync is not None  # the route exists only then
+        answer = self._probes.sync()
+        body = orjson.dumps({"outcome": answer.outcome, "retry_after": math.ceil(answer.retry_after)})
+        if answer.outcome == "limited":
+            headers = {"Retry-After": str(max(1, math.ceil(answer.retry_after)))}
+            return web.Response(status=429, body=body, content_type="application/json", headers=headers)
+        return web.Response(status=202, body=body, content_type="application/json")

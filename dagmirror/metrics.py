@@ -11,6 +11,9 @@ from dagmirror.models import SyncReport
 
 _OBJECT_RESULTS = ("listed", "downloaded", "unchanged", "deleted", "rejected", "failed")
 _PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_EVENT_RESULTS = ("matched", "unrelated", "duplicate", "setup", "foreign", "malformed")
+_SYNC_OUTCOMES = ("accepted", "coalesced", "limited")
+_HOOK_OUTCOMES = ("ok", "failed", "timeout", "dropped")
 
 
 def _gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge]:
@@ -35,6 +38,39 @@ def _gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge]:
             registry=registry,
         ),
     )
+
+
+class TriggerMetrics:
+    """What woke passes and what ran after them: queue messages, POST /sync, hooks. Not per mapping: one
+    queue, one endpoint and one set of hooks serve every mapping of the daemon."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.events = Counter(
+            "dagmirror_events_total", "Queue messages by what became of them", ["result"], registry=r
+        )
+        self.events_deleted = Counter("dagmirror_events_deleted_total", "Queue messages deleted", registry=r)
+        self.queue_errors = Counter(
+            "dagmirror_event_queue_errors_total", "Failed queue calls", ["operation"], registry=r
+        )
+        self.sync_requests = Counter(
+            "dagmirror_sync_requests_total", "POST /sync requests by outcome", ["outcome"], registry=r
+        )
+        self.hooks = Counter(
+            "dagmirror_hook_runs_total", "Hook runs by outcome", ["hook", "outcome"], registry=r
+        )
+        self.hook_seconds = Histogram(
+            "dagmirror_hook_duration_seconds", "Hook run time", ["hook"], buckets=_PASS_BUCKETS, registry=r
+        )
+        for result in _EVENT_RESULTS:
+            self.events.labels(result)
+        for op in ("receive", "delete"):
+            self.queue_errors.labels(op)
+        for outcome in _SYNC_OUTCOMES:
+            self.sync_requests.labels(outcome)
+
+    def register_hook(self, hook: str) -> None:
+        for outcome in _HOOK_OUTCOMES:
+            self.hooks.labels(hook, outcome)
 
 
 class Metrics:
@@ -83,6 +119,7 @@ class Metrics:
             registry=r,
         )
         self.last_success, self.staleness, self.release_info = _gauges(r)
+        self.triggers = TriggerMetrics(r)
 
     def register(self, mapping: str) -> None:
         """Create every series up front so dashboards see zeros, not gaps."""

@@ -87,6 +87,32 @@ _MIRROR_KEYS = (
     "trust",
 )
 _SERVICE_KEYS = ("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3")
+_TRIGGER_KEYS = ("sqs_queue", "sqs_endpoint_url", "exec_on_change", "webhook", "hook_timeout")
+
+# `dagmirror run` only: what else starts a pass, and what runs after one (docs/operations.md).
+trigger_options = options(
+    click.option(
+        "--sqs-queue",
+        metavar="URL",
+        help="SQS queue receiving the bucket's S3 event notifications: a change wakes a pass at once.",
+    ),
+    click.option("--sqs-endpoint-url", metavar="URL", help="SQS endpoint [$AWS_ENDPOINT_URL_SQS, else AWS]."),
+    click.option(
+        "--exec-on-change",
+        metavar="CMD",
+        help="Run CMD (split like a shell, run without one) after each pass that changed DEST; the release "
+        "and counts are in its environment (DAGMIRROR_RELEASE, DAGMIRROR_DOWNLOADED...).",
+    ),
+    click.option(
+        "--webhook", metavar="URL", help="POST a JSON body to URL after each pass that changed DEST."
+    ),
+    click.option(
+        "--hook-timeout",
+        type=click.FloatRange(0.1, 3600),
+        metavar="SECONDS",
+        help="Bound on each hook run and each webhook attempt [30].",
+    ),
+)
 
 
 def _mirror_flags(params: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +158,11 @@ def sync(
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file."
 )
-@click.option("--interval", type=click.FloatRange(0.1), help="Seconds between passes [30].")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1),
+    help="Seconds between passes [5 while following a release (one request a poll), else 30].",
+)
 @click.option("--jitter", type=click.FloatRange(0, 1), help="Random +- fraction of the interval [0.1].")
 @click.option("--http", help="HOST:PORT for /healthz /readyz /metrics [127.0.0.1:9090]; 'off' disables.")
 @click.option(
@@ -149,15 +179,19 @@ def sync(
     metavar="s3://BUCKET[/PREFIX]",
     help="Ship audit records to s3://BUCKET/metadata/sync-logs/ (or to PREFIX/ when given).",
 )
+@trigger_options
 @mirror_options
 def run(source: str | None, dest: Path | None, config_file: Path | None, **params: Any) -> None:
-    """Keep DEST mirrored: a pass at start, then one every interval; SIGUSR1 asks for a pass now."""
+    """Keep DEST mirrored: a pass at start, then one every interval; SIGUSR1, POST /sync or an S3 event
+    (--sqs-queue) asks for a pass now."""
     from dagmirror.config import load_run_config
     from dagmirror.service import Service, s3_audit_sink
 
     verbose = int(params.pop("verbose"))
     setup_logging(max(verbose, 1))
-    flags: dict[str, Any] = {k: params[k] for k in _SERVICE_KEYS if params.get(k) is not None}
+    flags: dict[str, Any] = {
+        k: params[k] for k in (*_SERVICE_KEYS, *_TRIGGER_KEYS) if params.get(k) is not None
+    }
     flags |= _mirror_flags(params) | {"source": source, "dest": str(dest) if dest else None}
 
     def serve() -> int:

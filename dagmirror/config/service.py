@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import shlex
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagmirror.config.mirror import MirrorConfig, S3Url, check_options
+from dagmirror.config.mirror import MirrorConfig, S3Url, check_endpoint, check_options
 from dagmirror.config.toml import Problems, env_value, in_range, read_toml, typed
 from dagmirror.errors import ConfigError
 
@@ -40,6 +41,11 @@ SERVICE_KEYS: dict[str, type] = {
     "max_backoff": float,
     "audit_dir": str,
     "audit_s3": str,
+    "sqs_queue": str,
+    "sqs_endpoint_url": str,
+    "exec_on_change": str,
+    "webhook": str,
+    "hook_timeout": float,
 }
 MIRROR_KEYS: dict[str, type] = {
     "name": str,
@@ -69,7 +75,14 @@ _RANGES = {
     "staleness": (1.0, 365 * 86400.0),  # 0, negative, inf or NaN would make /readyz never (or always) ready
     "grace": (0.0, 3600.0),
     "max_backoff": (0.1, 86400.0),
+    "hook_timeout": (0.1, 3600.0),
 }
+# The default interval by how a pass learns what changed (docs/operations.md, "What a poll costs"): a release
+# poll is one conditional GET at any number of files, so it can run every few seconds for cents a month;
+# a listing costs one LIST per 1,000 files and stays at 30 s.
+RELEASES_INTERVAL = 5.0
+OBJECTS_INTERVAL = 30.0
+_URLS = ("sqs_queue", "sqs_endpoint_url", "webhook")
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ class Mapping:
 @dataclass(frozen=True)
 class ServiceConfig:
     mappings: tuple[Mapping, ...]
-    interval: float = 30.0
+    interval: float | None = None  # None: RELEASES_INTERVAL while following a release, else OBJECTS_INTERVAL
     jitter: float = 0.1
     http: str | None = "127.0.0.1:9090"  # None: no HTTP server
     staleness: float | None = None  # default: max(120 s, 4 intervals)
@@ -92,10 +105,23 @@ class ServiceConfig:
     audit_dir: Path | None = None  # default: <first DEST>/.dagmirror/audit
     audit_s3: S3Url | None = None  # its prefix, when given, replaces metadata/sync-logs/
     host: str = field(default_factory=socket.gethostname)
+    sqs_queue: str | None = None  # S3 event notifications wake a pass at once (docs/operations.md)
+    sqs_endpoint_url: str | None = None  # None: the SDK's ($AWS_ENDPOINT_URL_SQS, $AWS_ENDPOINT_URL, AWS)
+    exec_on_change: tuple[str, ...] = ()  # a command run after each pass that changed DEST (no shell)
+    webhook: str | None = None  # POSTed a JSON body after each pass that changed DEST
+    hook_timeout: float = 30.0  # each hook run, or each webhook attempt, is bounded by this
+
+    def interval_for(self, mode: str) -> float:
+        """Seconds between passes of a mapping whose last pass ran in `mode` ('releases' or 'objects')."""
+        if self.interval is not None:
+            return self.interval
+        return RELEASES_INTERVAL if mode == "releases" else OBJECTS_INTERVAL
 
     @property
     def staleness_limit(self) -> float:
-        return self.staleness if self.staleness is not None else max(120.0, 4 * self.interval)
+        if self.staleness is not None:
+            return self.staleness
+        return max(120.0, 4 * (self.interval or OBJECTS_INTERVAL))
 
     @property
     def audit_directory(self) -> Path:
@@ -207,6 +233,7 @@ def _service_options(service: dict[str, Any], problems: Problems) -> dict[str, A
             parse_listen(options["http"])
         except ConfigError as exc:
             problems.append(f"http: {exc}")
+    _hook_options(options, problems)
     if "audit_dir" in options:
         options["audit_dir"] = Path(options["audit_dir"])
     if "audit_s3" in options:
@@ -215,6 +242,26 @@ def _service_options(service: dict[str, Any], problems: Problems) -> dict[str, A
         except ConfigError as exc:
             problems.append(f"audit_s3: {exc}")
     return options
+
+
+def _hook_options(options: dict[str, Any], problems: Problems) -> None:
+    """URLs checked (http(s)://host), and the hook command split as a shell would, but run without one."""
+    for key in _URLS:
+        if key in options:
+            try:
+                check_endpoint(options[key])
+            except ConfigError as exc:
+                problems.append(f"{key}: {exc}")
+    if "exec_on_change" in options:
+        try:
+            argv = tuple(shlex.split(options["exec_on_change"]))
+        except ValueError as exc:
+            argv = ()
+            problems.append(f"exec_on_change: cannot split {options['exec_on_change']!r}: {exc}")
+        else:
+            if not argv:
+                problems.append("exec_on_change: empty command")
+        options["exec_on_change"] = argv
 
 
 def _check_dests(mappings: tuple[Mapping, ...], problems: Problems) -> None:

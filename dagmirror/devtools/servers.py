@@ -147,8 +147,9 @@ runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
 
 
 @contextlib.contextmanager
-def localstack_server(workdir: Path, port: int | None = None) -> Iterator[S3Server]:
-    """LocalStack's S3 alone on loopback, from its own venv (built on first use: 1-2 min); ready in 5-15 s."""
+def localstack_server(workdir: Path, port: int | None = None, services: str = "s3") -> Iterator[S3Server]:
+    """LocalStack's S3 (and the other `services`, e.g. "s3,sqs") on loopback, from its own venv (built on
+    first use: 1-2 min); ready in 5-15 s."""
     python = localstack_python()
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def localstack_server(workdir: Path, port: int | None = None) -> Iterator[S3Serv
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=_localstack_env(workdir, port),
+            env=_localstack_env(workdir, port) | {"SERVICES": services},
             cwd=workdir,
         )
         url = f"http://127.0.0.1:{port}"

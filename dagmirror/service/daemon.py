@@ -17,19 +17,34 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from dagmirror.audit import S3_PREFIX, AuditLog
-from dagmirror.config import Mapping, MirrorConfig, ServiceConfig
+from dagmirror.config import Mapping, MirrorConfig, ServiceConfig, redact_url
 from dagmirror.engine import Mirror
 from dagmirror.errors import DagmirrorError
 from dagmirror.http import HttpServer, Probes
 from dagmirror.metrics import Metrics
-from dagmirror.service.triggers import Interval, Signals, Sleep, sleep_or_wake
+from dagmirror.models import SyncReport
+from dagmirror.service.hooks import Hook, Hooks, configured_hooks
+from dagmirror.service.triggers import (
+    EventTrigger,
+    Interval,
+    Signals,
+    Sleep,
+    SyncRequests,
+    open_sqs_queue,
+    sleep_or_wake,
+    watches,
+)
 from dagmirror.source import ObjectSink
+from dagmirror.source.queue import EventQueue
 
 log = logging.getLogger("dagmirror")
 SinkFactory = Callable[[], Awaitable[ObjectSink]]
+QueueFactory = Callable[[ServiceConfig], Awaitable[EventQueue]]
+# After a successful pass: (mapping, pass number counted from 1, pass id, report).
+AfterPass = Callable[[str, int, str, SyncReport], None]
 
 
 class MappingRunner:
@@ -45,12 +60,16 @@ class MappingRunner:
         on_audited: Callable[[], None],
         interval: Interval,
         sleep: Sleep,
+        after_pass: Sequence[AfterPass] = (),
     ) -> None:
         self.name = mapping.name
         self.mirror = mirror
         self.completed_once = False
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.passes = 0  # passes started: an event covers the passes started after it came
+        self.mode = "objects"  # how the last successful pass learned what changed: sets the interval
+        self._after_pass = after_pass
         self._metrics = metrics
         self._audit = audit
         self._on_audited = on_audited
@@ -63,11 +82,13 @@ class MappingRunner:
             self.wake.clear()
             ok = await self.one_pass()
             failures = 0 if ok else failures + 1
-            await sleep_or_wake(self._interval.next_delay(failures), self.wake, self._sleep)
+            await sleep_or_wake(self._interval.next_delay(failures, self.mode), self.wake, self._sleep)
 
     async def one_pass(self) -> bool:
         """One pass; a DagmirrorError is a failed pass (logged, retried later), anything else is a bug."""
         pass_id = uuid.uuid4().hex[:12]
+        self.passes += 1
+        number = self.passes
         started = time.monotonic()
         try:
             report = await self.mirror.sync_once()
@@ -80,6 +101,7 @@ class MappingRunner:
             )
             return False
         self.completed_once = True
+        self.mode = report.mode
         self._metrics.observe(self.name, report)
         if self._audit.append(report, mapping=self.name, pass_id=pass_id):
             self._on_audited()
@@ -92,6 +114,8 @@ class MappingRunner:
             report.seconds,
             extra={"mapping": self.name, "pass_id": pass_id, "guard": report.guard},
         )
+        for listener in self._after_pass:
+            listener(self.name, number, pass_id, report)
         return True
 
 
@@ -106,12 +130,18 @@ class Service:
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         ship_timeout: float = 5.0,
+        queue_factory: QueueFactory | None = None,
+        hooks: Sequence[Hook] | None = None,
     ) -> None:
         self.config = config
         self.metrics = Metrics(clock)
         self.audit = AuditLog(config.audit_directory, config.host, clock)
+        hooks = configured_hooks(config) if hooks is None else hooks
+        self.hooks = Hooks(hooks, self.metrics.triggers, host=config.host, clock=clock)
+        runners: dict[str, MappingRunner] = {}  # filled below: the trigger wakes runners by name
+        self.events = event_trigger(config, queue_factory, runners, self.metrics, sleep)
         interval = Interval(
-            config.interval,
+            config.interval_for,
             config.jitter,
             config.max_backoff,
             rng or random.Random(),  # noqa: S311 - jitter, not a secret
@@ -125,6 +155,7 @@ class Service:
                 on_audited=self._ship_audit,
                 interval=interval,
                 sleep=sleep,
+                after_pass=(self.hooks.after_pass, self.events.after_pass),
             )
             for m in config.mappings
         ]
@@ -136,6 +167,7 @@ class Service:
         self.http: HttpServer | None = None
         for runner in self._runners:
             self.metrics.register(runner.name)
+            runners[runner.name] = runner
 
     # -- probes --
     def healthy(self) -> bool:
@@ -180,16 +212,21 @@ class Service:
     async def _start_http(self) -> None:
         if not self.config.http:
             return
+        sync = SyncRequests([r.wake for r in self._runners], self.metrics.triggers, self.request_pass)
         self.http = HttpServer(
-            self.config.http, Probes(self.healthy, self.readiness, self.metrics.exposition)
+            self.config.http,
+            Probes(self.healthy, self.readiness, self.metrics.exposition, sync),
         )
         await self.http.start()
-        log.info("serving /healthz /readyz /metrics on %s:%s", self.http.host, self.http.port)
+        log.info("serving /healthz /readyz /metrics, POST /sync on %s:%s", self.http.host, self.http.port)
 
     async def _run_mappings(self) -> None:
         """Every runner is a task of one TaskGroup, so none outlives `run`; stop waits `grace` for the
         passes in flight, then cancels them."""
         async with asyncio.TaskGroup() as group:
+            events_stop = asyncio.Event()
+            hooks = group.create_task(self.hooks.run(), name="hooks")
+            events = group.create_task(self.events.serve(events_stop), name="events")
             for r in self._runners:
                 r.task = group.create_task(self._supervised(r), name=f"mirror-{r.name}")
             await self._stop.wait()
@@ -204,6 +241,9 @@ class Service:
                     len(pending),
                     self.config.grace,
                 )
+            events_stop.set()  # after the last passes: their messages are deleted before we go
+            await asyncio.gather(events, return_exceptions=True)
+            hooks.cancel()  # a hook command still running is killed with its process group
 
     async def _supervised(self, runner: MappingRunner) -> None:
         try:
@@ -226,6 +266,7 @@ class Service:
             (f"closing mapping {r.name}", r.mirror.aclose) for r in self._runners
         ]
         stages += [
+            ("closing the event queue", self.events.aclose),
             ("finishing the audit shipment", self._finish_shipping),
             ("stopping HTTP", self._stop_http),
         ]
@@ -295,6 +336,27 @@ def s3_audit_sink(config: ServiceConfig) -> SinkFactory | None:
         )
 
     return open_sink
+
+
+def event_trigger(
+    config: ServiceConfig,
+    queue_factory: QueueFactory | None,
+    runners: dict[str, MappingRunner],
+    metrics: Metrics,
+    sleep: Sleep,
+) -> EventTrigger:
+    """The SQS trigger; it opens the queue when it runs, and does nothing when none is configured."""
+    factory = queue_factory or (open_sqs_queue if config.sqs_queue else None)
+    if factory is not None:
+        log.info("waking passes on S3 events from %s", redact_url(config.sqs_queue or "a queue"))
+    return EventTrigger(
+        None if factory is None else lambda: factory(config),
+        watches(config),
+        wake=lambda mapping: runners[mapping].wake.set(),
+        started=lambda mapping: runners[mapping].passes,
+        metrics=metrics.triggers,
+        sleep=sleep,
+    )
 
 
 def _finite(value: float) -> float | None:
