@@ -77,6 +77,12 @@ class Metrics:
             registry=r,
         )
         self.last_success, self.staleness, self.release_info = _gauges(r)
+        self.status_writes = Counter(
+            "dagmirror_status_writes_total",
+            "Instance status writes (metadata/fleet/) by outcome",
+            ["mapping", "outcome"],
+            registry=r,
+        )
 
     def register(self, mapping: str) -> None:
         """Create every series up front so dashboards see zeros, not gaps."""
@@ -114,6 +120,9 @@ class Metrics:
         if labels is not None:
             self.release_info.labels(mapping, *labels).set(1)
             self._release[mapping] = labels
+
+    def status_written(self, mapping: str, ok: bool) -> None:
+        self.status_writes.labels(mapping, "ok" if ok else "failed").inc()
 
     def failed(self, mapping: str, seconds: float) -> None:
         self.pass_seconds.labels(mapping).observe(seconds)

@@ -78,7 +78,10 @@ _MIRROR_KEYS = (
     "keep_generations",
     "generation_grace",
 )
-_SERVICE_KEYS = ("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3")
+_SERVICE_KEYS = (
+    *("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3"),
+    *("instance_id", "heartbeat", "status"),
+)
 
 
 def _mirror_flags(params: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +141,22 @@ def sync(
     "--audit-s3",
     metavar="s3://BUCKET[/PREFIX]",
     help="Ship audit records to s3://BUCKET/metadata/sync-logs/ (or to PREFIX/ when given).",
+)
+@click.option(
+    "--instance-id",
+    metavar="ID",
+    help="Name in the status objects `dagmirror fleet` reads [$HOSTNAME, else the host name].",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(1, 86400),
+    metavar="SECONDS",
+    help="Write the status at least this often, to tell live instances from dead ones [300].",
+)
+@click.option(
+    "--status/--no-status",
+    default=None,
+    help="Publish this instance's status to s3://BUCKET/metadata/fleet/<prefix><id>.json [on].",
 )
 @mirror_options
 def run(source: str | None, dest: Path | None, config_file: Path | None, **params: Any) -> None:

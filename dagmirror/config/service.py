@@ -24,6 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagmirror.config.fleet import (
+    DEFAULT_HEARTBEAT,
+    HEARTBEAT_RANGE,
+    default_instance_id,
+    instance_id_problem,
+)
 from dagmirror.config.mirror import MirrorConfig, S3Url, check_options
 from dagmirror.config.toml import Problems, env_value, in_range, read_toml, typed
 from dagmirror.errors import ConfigError
@@ -40,6 +46,9 @@ SERVICE_KEYS: dict[str, type] = {
     "max_backoff": float,
     "audit_dir": str,
     "audit_s3": str,
+    "instance_id": str,
+    "heartbeat": float,
+    "status": bool,
 }
 MIRROR_KEYS: dict[str, type] = {
     "name": str,
@@ -67,6 +76,7 @@ _RANGES = {
     "staleness": (1.0, 365 * 86400.0),  # 0, negative, inf or NaN would make /readyz never (or always) ready
     "grace": (0.0, 3600.0),
     "max_backoff": (0.1, 86400.0),
+    "heartbeat": HEARTBEAT_RANGE,
 }
 
 
@@ -90,6 +100,12 @@ class ServiceConfig:
     audit_dir: Path | None = None  # default: <first DEST>/.dagmirror/audit
     audit_s3: S3Url | None = None  # its prefix, when given, replaces metadata/sync-logs/
     host: str = field(default_factory=socket.gethostname)
+    # The instance status (docs/operations.md, "The fleet"): who this is, how often it says it is alive.
+    # `load_run_config` (so `dagmirror run`) turns it on unless told not to; a ServiceConfig built in code
+    # opts in, so a library user or a test never writes to a bucket unasked.
+    instance_id: str = field(default_factory=socket.gethostname)
+    heartbeat: float = DEFAULT_HEARTBEAT
+    status: bool = False
 
     @property
     def staleness_limit(self) -> float:
@@ -123,6 +139,10 @@ def load_run_config(path: Path | None, env: Environ, flags: Flags) -> ServiceCon
     tables = _mirror_tables(doc, flags, env, problems)
     mappings = [_build(i, table, defaults, env, problems) for i, table in enumerate(tables)]
     options = _service_options(service, problems)
+    options.setdefault("status", True)
+    options.setdefault("instance_id", default_instance_id(env))
+    if problem := instance_id_problem(options["instance_id"]):
+        problems.append(f"instance_id: {problem} (set --instance-id)")
     built = tuple(m for m in mappings if m is not None)
     _check_dests(built, problems)
     if not tables and not problems:

@@ -23,6 +23,7 @@ from dagmirror.audit import S3_PREFIX, AuditLog
 from dagmirror.config import Mapping, MirrorConfig, ServiceConfig
 from dagmirror.engine import Mirror
 from dagmirror.errors import DagmirrorError
+from dagmirror.fleet import StatusPublisher, publishers
 from dagmirror.http import HttpServer, Probes
 from dagmirror.metrics import Metrics
 from dagmirror.service.triggers import Interval, Signals, Sleep, sleep_or_wake
@@ -45,6 +46,7 @@ class MappingRunner:
         on_audited: Callable[[], None],
         interval: Interval,
         sleep: Sleep,
+        status: StatusPublisher | None = None,
     ) -> None:
         self.name = mapping.name
         self.mirror = mirror
@@ -56,6 +58,7 @@ class MappingRunner:
         self._on_audited = on_audited
         self._interval = interval
         self._sleep = sleep
+        self._status = status
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -73,6 +76,8 @@ class MappingRunner:
             report = await self.mirror.sync_once()
         except DagmirrorError as exc:
             self._metrics.failed(self.name, time.monotonic() - started)
+            if self._status is not None:
+                self._status.failed(str(exc))
             log.error(  # noqa: TRY400 - a failed pass is one line; -vv shows tracebacks elsewhere
                 "pass failed, keeping the last good tree: %s",
                 exc,
@@ -81,6 +86,8 @@ class MappingRunner:
             return False
         self.completed_once = True
         self._metrics.observe(self.name, report)
+        if self._status is not None:
+            self._status.passed(report)
         if self._audit.append(report, mapping=self.name, pass_id=pass_id):
             self._on_audited()
         log.info(
@@ -116,6 +123,7 @@ class Service:
             config.max_backoff,
             rng or random.Random(),  # noqa: S311 - jitter, not a secret
         )
+        self.status = publishers(config, clock=clock, on_write=self.metrics.status_written)
         self._runners = [
             MappingRunner(
                 m,
@@ -125,6 +133,7 @@ class Service:
                 on_audited=self._ship_audit,
                 interval=interval,
                 sleep=sleep,
+                status=self.status.get(m.name),
             )
             for m in config.mappings
         ]
@@ -192,6 +201,7 @@ class Service:
         async with asyncio.TaskGroup() as group:
             for r in self._runners:
                 r.task = group.create_task(self._supervised(r), name=f"mirror-{r.name}")
+            heartbeats = [group.create_task(p.run(), name=f"status-{n}") for n, p in self.status.items()]
             await self._stop.wait()
             _, pending = await asyncio.wait(
                 [r.task for r in self._runners if r.task], timeout=self.config.grace
@@ -204,6 +214,8 @@ class Service:
                     len(pending),
                     self.config.grace,
                 )
+            for task in heartbeats:  # the last status ('stopped') is written by _shutdown
+                task.cancel()
 
     async def _supervised(self, runner: MappingRunner) -> None:
         try:
@@ -223,8 +235,9 @@ class Service:
     async def _shutdown(self) -> None:
         """Each stage runs even when an earlier one failed; a failure is one error line."""
         stages: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            (f"closing mapping {r.name}", r.mirror.aclose) for r in self._runners
+            (f"publishing the last status of {name}", p.close) for name, p in self.status.items()
         ]
+        stages += [(f"closing mapping {r.name}", r.mirror.aclose) for r in self._runners]
         stages += [
             ("finishing the audit shipment", self._finish_shipping),
             ("stopping HTTP", self._stop_http),
