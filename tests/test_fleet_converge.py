@@ -73,7 +73,9 @@ def test_the_live_fleet_converged_when_no_live_instance_lags() -> None:
 def test_a_fleet_with_no_live_instance_has_not_shown_it_runs_the_release() -> None:
     assert not judge(PREFIX, [], TARGET, NOW).converged
     assert not judge(PREFIX, [seen("a", age=3600)], TARGET, NOW).converged
-    assert not judge(PREFIX, [seen("a")], Target(), NOW).converged  # no release to compare with
+    unknown = judge(PREFIX, [seen("a")], Target(), NOW)
+    assert not unknown.converged  # no release to compare with
+    assert [r.state for r in unknown.rows] == [State.RUNNING]
 
 
 def test_the_summary_line_counts_current_lagging_silent_stopped_and_unreadable() -> None:
@@ -96,7 +98,8 @@ def test_the_summary_of_the_issue() -> None:
 def test_json_view_names_every_instance_with_its_state() -> None:
     doc = judge(PREFIX, [seen("a"), Seen("x", NOW, None, "not JSON")], TARGET, NOW).to_dict()
     assert doc["converged"] is True
-    assert doc["counts"] == {"current": 1, "lagging": 0, "silent": 0, "stopped": 0, "unreadable": 1}
+    counts = {"current": 1, "lagging": 0, "running": 0, "silent": 0, "stopped": 0, "unreadable": 1}
+    assert doc["counts"] == counts
     assert [(i["instance"], i["state"]) for i in doc["instances"]] == [("a", "current"), ("x", "unreadable")]
     assert doc["instances"][0]["status"]["release"] == NEW
     assert doc["instances"][1]["problem"] == "not JSON"

@@ -7,6 +7,7 @@ An instance is
 - **lagging** when it is live and not current: `--wait` waits for it, `fleet` exits 5 while there is one;
 - **silent** when its last status is older than its silence limit (by default 3 of its own heartbeats): it
   may be dead, so it is listed apart and never waited on;
+- **running** when it is live but there is nothing to compare it with (no release pointer);
 - **stopped** when its last status says it shut down cleanly (listed apart, never waited on);
 - **unreadable** when its status object is not a status (listed apart with the reason).
 
@@ -30,12 +31,13 @@ SILENT_HEARTBEATS = 3  # a status older than this many of its heartbeats is sile
 class State(enum.StrEnum):
     CURRENT = "current"
     LAGGING = "lagging"
+    RUNNING = "running"  # live, with no release to compare with (an environment without a pointer)
     SILENT = "silent"
     STOPPED = "stopped"
     UNREADABLE = "unreadable"
 
 
-LIVE = frozenset({State.CURRENT, State.LAGGING})
+LIVE = frozenset({State.CURRENT, State.LAGGING, State.RUNNING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,8 @@ def classify(seen: Seen, target: Target, now: float, silent_after: float | None 
         state = State.STOPPED
     elif age > limit:
         state = State.SILENT
+    elif not target.known:
+        state = State.RUNNING
     elif target.reached_by(status):
         state = State.CURRENT
     else:
