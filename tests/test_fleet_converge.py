@@ -90,6 +90,11 @@ def test_the_summary_line_counts_current_lagging_silent_stopped_and_unreadable()
     assert [r.instance for r in view.of(State.LAGGING)] == ["lag-1", "lag-2"]
 
 
+def test_a_fleet_that_all_stopped_says_so() -> None:
+    view = judge(PREFIX, [seen("a", state=STOPPED), seen("b", state=STOPPED)], TARGET, NOW)
+    assert summary(view) == "no live instance, 2 stopped"
+
+
 def test_the_summary_of_the_issue() -> None:
     fleet = [seen(f"pod-{i:04d}") for i in range(998)] + [seen(f"gone-{i}", age=12 * 60) for i in range(2)]
     assert summary(judge(PREFIX, fleet, TARGET, NOW)) == "998/1000 on 3f9c11111111 (#12), 2 silent for 12 min"

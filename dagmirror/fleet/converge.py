@@ -165,7 +165,9 @@ def describe_target(target: Target) -> str:
 def summary(view: FleetView) -> str:
     """One line: '998/1000 on 3f9c1a2b4d5e (#12), 2 silent for 12 min' (lagging, stopped, unreadable too)."""
     total = len(view.rows) - view.count(State.STOPPED)
-    if not view.target.known:
+    if not total:
+        head = "no live instance"
+    elif not view.target.known:
         head = f"{view.count(*LIVE)}/{total} live; no release pointer, so no release to compare with"
     else:
         head = f"{view.count(State.CURRENT)}/{total} on {describe_target(view.target)}"
