@@ -90,6 +90,7 @@ class Metrics:
             self.objects.labels(mapping, result)
         for outcome in ("ok", "failed"):
             self.passes.labels(mapping, outcome)
+            self.status_writes.labels(mapping, outcome)
         self.guard_trips.labels(mapping)
         self.retries.labels(mapping)
         self.bytes.labels(mapping)

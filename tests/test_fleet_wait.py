@@ -61,6 +61,11 @@ def test_deploy_wait_returns_once_every_live_instance_reports_the_release(
             in run.stderr
         )
         assert all(read_tree(d) == V1 for d in dests)
+        # Nothing to deploy: the release the pointer names is the one to wait for, and they have it.
+        run = cli(bucket, moto_endpoint, "deploy", src, "--env", "production", "--root", src, "--wait", "60")
+        assert run.code == 0, run.stdout + run.stderr
+        assert run.stdout.splitlines()[0] == "production: nothing to deploy: 2 files unchanged (no record)"
+        assert run.stdout.splitlines()[-1] == f"production: converged: 2/2 on {release[:12]} (#1)"
 
         write_tree(src, {"team/a.py": V2["team/a.py"], "team/c.py": V2["team/c.py"]})
         (src / "team/b.py").unlink()
