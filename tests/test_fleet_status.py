@@ -92,6 +92,7 @@ def test_the_default_instance_id_is_the_pod_name_then_the_host_name() -> None:
         (doc(written=1e300), "written"),
         (doc(written=-5), "written"),
         (doc(heartbeat=0), "heartbeat"),
+        (doc(heartbeat=86400 * 30), "heartbeat"),  # a fake instance may not stay 'live' for 90 days
         (doc(release="latest"), "not a release id"),
         (doc(release_seq=-1), "release_seq"),
         (doc(release_seq=1.5), "release_seq"),

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from dagmirror.config.fleet import instance_id_problem
+from dagmirror.config.fleet import HEARTBEAT_RANGE, instance_id_problem
 
 ROOT = "metadata/fleet/"
 FORMAT = "dagmirror.status/1"
@@ -137,7 +137,7 @@ def _status(doc: dict[str, Any]) -> Status:
         instance=instance,
         prefix=_text(doc, "prefix", MAX_PREFIX_CHARS),
         written=_time(doc, "written"),
-        heartbeat=_number(doc, "heartbeat", 0.001, 86400.0 * 30),
+        heartbeat=_number(doc, "heartbeat", *HEARTBEAT_RANGE),  # what `dagmirror run` accepts
         started=_time(doc, "started"),
         version=one_line(_text(doc, "version", MAX_TEXT_CHARS), MAX_TEXT_CHARS),
         state=_choice(doc, "state", (RUNNING, STOPPED)),
