@@ -187,6 +187,7 @@ async def test_a_sink_that_cannot_open_or_hangs_is_a_failed_write() -> None:
     for opener in (cannot_open, hanging):
         pub = StatusPublisher("pod-a", PREFIX, opener, heartbeat=300, timeout=0.05)
         assert not await pub.write()
+        await pub.close()  # the shutdown's last write gives up as well: it never holds the shutdown
 
 
 async def test_close_writes_stopped_so_no_reader_waits_for_this_instance() -> None:

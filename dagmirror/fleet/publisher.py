@@ -34,6 +34,7 @@ SinkFactory = Callable[[], Awaitable[ObjectSink]]
 Pause = Callable[[float, asyncio.Event], Awaitable[None]]
 RETRY_AFTER = 10.0  # seconds before the first retry of a failed write; doubles up to the heartbeat
 FIRST_WRITE = 10.0  # a first pass that takes longer than this is announced before it ends
+LAST_WRITE_TIMEOUT = 5.0  # the 'stopped' write during shutdown: the pod's grace period counts it
 
 
 def dagmirror_version() -> str:
@@ -126,23 +127,25 @@ class StatusPublisher:
         """The last write: `stopped`, so readers do not wait for this instance; then close the sink."""
         self.status = replace(self.status, state=STOPPED)
         try:
-            await self.write()
+            await self.write(within=min(self._timeout, LAST_WRITE_TIMEOUT))
         finally:
             if self._sink is not None:
                 sink, self._sink = self._sink, None
                 await sink.aclose()
 
-    async def write(self) -> bool:
-        """Write the status now; False (logged and counted, never raised) when that did not work."""
+    async def write(self, *, within: float | None = None) -> bool:
+        """Write the status now, `within` seconds (default: the publisher's time limit); False (logged and
+        counted, never raised) when that did not work."""
+        timeout = self._timeout if within is None else within
         self._changed.clear()  # this write carries the change; a failed one is retried by `run`
         status = self.status = replace(self.status, written=self._clock())
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 if self._sink is None:
                     self._sink = await self._open_sink()
                 await self._sink.put(self.key, status.encode())
         except Exception as exc:  # whatever goes wrong here, the mirror must go on
-            self._failed(exc)
+            self._failed(exc, timeout)
             return False
         if self._failures:
             log.info("status published again to %s", self.key)
@@ -150,12 +153,12 @@ class StatusPublisher:
         self._on_write(True)
         return True
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception, timeout: float) -> None:
         self._failures += 1
         self._on_write(False)
         why = f"{type(exc).__name__}: {exc}" if not str(exc) or isinstance(exc, TimeoutError) else str(exc)
         if isinstance(exc, TimeoutError):
-            why = f"no answer within {self._timeout:g}s"
+            why = f"no answer within {timeout:g}s"
         if why != self._logged:
             log.warning("status not published to %s (the mirror goes on): %s", self.key, why)
             self._logged = why
