@@ -119,6 +119,12 @@ class Metrics:
             registry=r,
         )
         self.last_success, self.staleness, self.release_info = _gauges(r)
+        self.status_writes = Counter(
+            "dagmirror_status_writes_total",
+            "Instance status writes (metadata/fleet/) by outcome",
+            ["mapping", "outcome"],
+            registry=r,
+        )
         self.triggers = TriggerMetrics(r)
 
     def register(self, mapping: str) -> None:
@@ -127,6 +133,7 @@ class Metrics:
             self.objects.labels(mapping, result)
         for outcome in ("ok", "failed"):
             self.passes.labels(mapping, outcome)
+            self.status_writes.labels(mapping, outcome)
         self.guard_trips.labels(mapping)
         self.untrusted.labels(mapping)
         self.retries.labels(mapping)
@@ -160,6 +167,9 @@ class Metrics:
         if labels is not None:
             self.release_info.labels(mapping, *labels).set(1)
             self._release[mapping] = labels
+
+    def status_written(self, mapping: str, ok: bool) -> None:
+        self.status_writes.labels(mapping, "ok" if ok else "failed").inc()
 
     def failed(self, mapping: str, seconds: float) -> None:
         self.pass_seconds.labels(mapping).observe(seconds)

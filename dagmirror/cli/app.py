@@ -39,6 +39,8 @@ class ExitCode(enum.IntEnum):
     GUARD = 3  # the delete guard refused deletions (a sync's downloads still applied; a deploy wrote nothing)
     REFUSED = 4  # validation refused a deploy before anything was written
     CONFLICT = 5  # another deploy published meanwhile and changed the same paths: no pointer, no plain file
+    # The same code for "not there yet": `--wait` ran out of time, or `fleet` found live instances lagging.
+    NOT_CONVERGED = 5
 
     @classmethod
     def of_sync(cls, report: SyncReport) -> ExitCode:

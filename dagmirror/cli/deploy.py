@@ -11,10 +11,13 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from dagmirror.cli import render
+from dagmirror.cli import render, render_fleet
 from dagmirror.cli.app import ExitCode, call, cli, options, run_async
-from dagmirror.deploy import Deployer, DeployReport, config_path, load_deploy_config
+from dagmirror.deploy import DeployConfig, Deployer, DeployReport, config_path, load_deploy_config
 from dagmirror.errors import DeployRefused, GuardRefused
+from dagmirror.fleet.converge import FleetView, Target, describe_target
+from dagmirror.fleet.reader import FleetReader
+from dagmirror.fleet.wait import wait_for_fleet
 from dagmirror.logs import setup_logging
 
 R = TypeVar("R")
@@ -79,6 +82,18 @@ write_options = options(
         type=click.Path(dir_okay=False),
         help="A key rotation statement (dagmirror keys rotate) for the pointer to carry; repeatable.",
     ),
+    click.option(
+        "--wait",
+        type=click.FloatRange(0, 86400),
+        metavar="SECONDS",
+        help="Then wait until every live instance reports the release; exit 5 if they do not in time.",
+    ),
+)
+SILENT_AFTER = click.option(
+    "--silent-after",
+    type=click.FloatRange(1, 30 * 86400),
+    metavar="SECONDS",
+    help="An instance whose status is older is silent: listed apart, not waited on [3 of its heartbeats].",
 )
 airflow_options = options(
     click.option(
@@ -107,6 +122,7 @@ airflow_options = options(
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Never deploy (nor delete) matching paths.")
 @deploy_options
 @write_options
+@SILENT_AFTER
 @airflow_options
 def deploy(paths: tuple[Path, ...], env: str, **params: Any) -> None:
     """Validate PATHS (files or folders) and upload them to environment ENV; record the deploy.
@@ -136,6 +152,7 @@ def history(env: str, limit: int, **params: Any) -> None:
 )
 @deploy_options
 @write_options
+@SILENT_AFTER
 def rollback(env: str, deploy_id: str, **params: Any) -> None:
     """Point the environment at a release again (a release id, or a deploy whose record names one).
 
@@ -152,6 +169,7 @@ def rollback(env: str, deploy_id: str, **params: Any) -> None:
 @click.option("--to", "target_env", required=True, help="Environment to make identical to it.")
 @deploy_options
 @write_options
+@SILENT_AFTER
 @airflow_options
 def promote(source_env: str, target_env: str, **params: Any) -> None:
     """Copy the live object versions of one environment to another (server-side), validated and recorded.
@@ -165,22 +183,75 @@ def promote(source_env: str, target_env: str, **params: Any) -> None:
 
 
 def _written(params: dict[str, Any], action: Callable[[Deployer], Awaitable[DeployReport]]) -> NoReturn:
-    """A command that writes: its report, or its refusal (nothing written), then its exit code."""
+    """A command that writes: its report, or its refusal (nothing written), then its exit code; with
+    `--wait`, the report first, then the wait for the fleet (fleet/wait.py)."""
     as_json = bool(params["as_json"])
+    wait, silent_after = params.pop("wait"), params.pop("silent_after")
+
+    def waits(report: DeployReport) -> bool:  # a dry run or a failed deploy has nothing to wait for
+        return wait is not None and not report.dry_run and ExitCode.of_deploy(report) == ExitCode.OK
+
+    async def act(deployer: Deployer) -> tuple[DeployReport, FleetView | None]:
+        report = await action(deployer)
+        if wait is None or not waits(report):
+            return report, None
+        if not as_json:
+            render.deploy_report(report, as_json)
+        return report, await _wait(deployer.config, report, wait, silent_after)
+
     try:
-        report = with_deployer(params, action)
+        report, view = with_deployer(params, act)
     except (DeployRefused, GuardRefused) as exc:
         code = ExitCode.of_error(exc)
         headline = f"{click.get_current_context().info_name} refused, nothing was written:"
         render.refused(headline, str(exc).splitlines(), code, as_json)
         sys.exit(code)
-    render.deploy_report(report, as_json)
-    sys.exit(ExitCode.of_deploy(report))
+    if wait is None or not waits(report):
+        render.deploy_report(report, as_json)
+        sys.exit(ExitCode.of_deploy(report))
+    outcome = render_fleet.waited(view, report.env, wait, as_json)
+    if as_json:
+        render.as_json(report.to_dict() | {"fleet": outcome})
+    sys.exit(ExitCode.OK if view is not None and view.converged else ExitCode.NOT_CONVERGED)
+
+
+async def _wait(
+    config: DeployConfig, report: DeployReport, seconds: float, silent_after: float | None
+) -> FleetView | None:
+    """Wait for the release the report made live (or, without releases, for a pass after the deploy)."""
+    if report.release:
+        target: Target | None = Target(report.release, report.pointer_seq)
+    elif config.releases:
+        target = None  # nothing changed: the release the pointer names is the one to have
+    else:
+        target = Target(since=report.started_at + report.seconds)
+    progress = render_fleet.WaitProgress(report.env)
+    async with FleetReader(config) as reader:
+        if target is None:
+            pointer = await reader.pointer(report.prefix)
+            target = Target(pointer.release, pointer.seq) if pointer else Target()
+        render_fleet.waiting(report.env, describe_target(target), seconds)
+        return await wait_for_fleet(
+            lambda: reader.look(report.env, target=target, silent_after=silent_after),
+            seconds,
+            on_progress=progress,
+            on_trouble=progress.trouble,
+        )
 
 
 def with_deployer(params: dict[str, Any], action: Callable[[Deployer], Awaitable[R]]) -> R:
-    """Load the deploy config (file < env < flags), open a Deployer, run `action`. Refusals propagate to
-    the caller; every other error becomes its exit code here."""
+    """Load the deploy config, open a Deployer, run `action` (see `with_deploy_config`)."""
+
+    async def run(config: DeployConfig) -> R:
+        async with Deployer(config) as deployer:
+            return await action(deployer)
+
+    return with_deploy_config(params, run)
+
+
+def with_deploy_config(params: dict[str, Any], action: Callable[[DeployConfig], Awaitable[R]]) -> R:
+    """Load the deploy config (file < env < flags) and run `action` with it. Refusals propagate to the
+    caller; every other error becomes its exit code here."""
     params = dict(params)
     verbose = int(params.pop("verbose"))
     params.pop("as_json")
@@ -189,8 +260,6 @@ def with_deployer(params: dict[str, Any], action: Callable[[Deployer], Awaitable
     flags = {k: v for k, v in params.items() if v is not None and v != ()}
 
     async def go() -> R:
-        config = load_deploy_config(config_path(config_file), os.environ, flags)
-        async with Deployer(config) as deployer:
-            return await action(deployer)
+        return await action(load_deploy_config(config_path(config_file), os.environ, flags))
 
     return call(lambda: run_async(go()), verbose, let_through=(DeployRefused, GuardRefused))

@@ -86,7 +86,10 @@ _MIRROR_KEYS = (
     "generation_grace",
     "trust",
 )
-_SERVICE_KEYS = ("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3")
+_SERVICE_KEYS = (
+    *("interval", "jitter", "http", "staleness", "grace", "audit_dir", "audit_s3"),
+    *("instance_id", "heartbeat", "status"),
+)
 _TRIGGER_KEYS = ("sqs_queue", "sqs_endpoint_url", "exec_on_change", "webhook", "hook_timeout")
 
 # `dagmirror run` only: what else starts a pass, and what runs after one (docs/operations.md).
@@ -180,6 +183,22 @@ def sync(
     help="Ship audit records to s3://BUCKET/metadata/sync-logs/ (or to PREFIX/ when given).",
 )
 @trigger_options
+@click.option(
+    "--instance-id",
+    metavar="ID",
+    help="Name in the status objects `dagmirror fleet` reads [$HOSTNAME, else the host name].",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(1, 86400),
+    metavar="SECONDS",
+    help="Write the status at least this often, to tell live instances from dead ones [300].",
+)
+@click.option(
+    "--status/--no-status",
+    default=None,
+    help="Publish this instance's status to s3://BUCKET/metadata/fleet/<prefix><id>.json [on].",
+)
 @mirror_options
 def run(source: str | None, dest: Path | None, config_file: Path | None, **params: Any) -> None:
     """Keep DEST mirrored: a pass at start, then one every interval; SIGUSR1, POST /sync or an S3 event

@@ -4,6 +4,7 @@
     mirror.py   S3Url, MirrorConfig: one mapping (`sync`, the library)
     service.py  ServiceConfig, Mapping, load_run_config: `dagmirror run` (file < env < flags)
     deploy.py   DeployConfig, EnvPolicy, load_deploy_config: `dagmirror deploy` and friends
+    fleet.py    the instance id rule and the heartbeat default of the instance status
 
 Every loader reports every bad field at once, one line each, in one ConfigError. The environment is a
 parameter everywhere; only `MirrorConfig.create(env=None)`, the library's outermost edge, reads os.environ.

@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagmirror.config.fleet import (
+    DEFAULT_HEARTBEAT,
+    HEARTBEAT_RANGE,
+    default_instance_id,
+    instance_id_problem,
+)
 from dagmirror.config.mirror import MirrorConfig, S3Url, check_endpoint, check_options
 from dagmirror.config.toml import Problems, env_value, in_range, read_toml, typed
 from dagmirror.errors import ConfigError
@@ -46,6 +52,9 @@ SERVICE_KEYS: dict[str, type] = {
     "exec_on_change": str,
     "webhook": str,
     "hook_timeout": float,
+    "instance_id": str,
+    "heartbeat": float,
+    "status": bool,
 }
 MIRROR_KEYS: dict[str, type] = {
     "name": str,
@@ -76,6 +85,7 @@ _RANGES = {
     "grace": (0.0, 3600.0),
     "max_backoff": (0.1, 86400.0),
     "hook_timeout": (0.1, 3600.0),
+    "heartbeat": HEARTBEAT_RANGE,
 }
 # The default interval by how a pass learns what changed (docs/operations.md, "What a poll costs"): a release
 # poll is one conditional GET at any number of files, so it can run every few seconds for cents a month;
@@ -110,6 +120,13 @@ class ServiceConfig:
     exec_on_change: tuple[str, ...] = ()  # a command run after each pass that changed DEST (no shell)
     webhook: str | None = None  # POSTed a JSON body after each pass that changed DEST
     hook_timeout: float = 30.0  # each hook run, or each webhook attempt, is bounded by this
+
+    # The instance status (docs/operations.md, "The fleet"): who this is, how often it says it is alive.
+    # `load_run_config` (so `dagmirror run`) turns it on unless told not to; a ServiceConfig built in code
+    # opts in, so a library user or a test never writes to a bucket unasked.
+    instance_id: str = field(default_factory=socket.gethostname)
+    heartbeat: float = DEFAULT_HEARTBEAT
+    status: bool = False
 
     def interval_for(self, mode: str) -> float:
         """Seconds between passes of a mapping whose last pass ran in `mode` ('releases' or 'objects')."""
@@ -151,6 +168,10 @@ def load_run_config(path: Path | None, env: Environ, flags: Flags) -> ServiceCon
     tables = _mirror_tables(doc, flags, env, problems)
     mappings = [_build(i, table, defaults, env, problems) for i, table in enumerate(tables)]
     options = _service_options(service, problems)
+    options.setdefault("status", True)
+    options.setdefault("instance_id", default_instance_id(env))
+    if problem := instance_id_problem(options["instance_id"]):
+        problems.append(f"instance_id: {problem} (set --instance-id)")
     built = tuple(m for m in mappings if m is not None)
     _check_dests(built, problems)
     if not tables and not problems:

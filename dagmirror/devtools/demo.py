@@ -1,143 +1,200 @@
-"""`make demo`: a real S3 server on loopback, sample DAGs in a bucket, a mirror, an incremental pass, then
-the same folder published as a release with `dagmirror deploy` and mirrored as one set.
+"""`make demo`: the whole story in about a minute, told by the real commands as a person runs them.
 
-Everything runs through the real `dagmirror` commands, exactly as a user would run them; the server we
-start is stopped by pid at the end, whatever happens.
+A local S3 server (moto, on 127.0.0.1); the analytics team's repository of DAGs with its `dagmirror.toml`;
+three Airflow instances running `dagmirror run` (two on dev, one on production); a deploy to dev that both
+dev instances pick up within seconds (`--wait`); `dagmirror fleet`; a broken DAG refused before anything is
+uploaded; the fix; a promote to production; a rollback; then everything is stopped, each process by the pid
+we started it with, whatever happens. Nothing is printed as raw JSON.
+
+Files: the repository in ./demo-src/analytics-dags, each instance's DAG folder in ./demo-dags/<instance>,
+their logs in ./demo-dags/logs.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import IO
 
-import orjson
-
-from dagmirror.devtools.corpus import create_bucket, delete_keys, sample_dags, upload
+from dagmirror.devtools.corpus import create_bucket, sample_dags
 from dagmirror.devtools.servers import moto_server, s3_client, s3_env
 
 BUCKET = "dagmirror-demo"
-PREFIX = "dags/dev/"
+INSTANCES = {"worker-1": "dev", "worker-2": "dev", "prod-1": "production"}
+TOML = f"""[deploy]
+bucket_url = "s3://{BUCKET}/dags/"
+environments = ["dev", "production"]
+root = "dags"
+"""
+BROKEN = b'from airflow.sdk import dag\n\n@dag(schedule="@daily"\ndef broken_report():\n    pass\n'
 
 
-def _step(text: str) -> None:
+def step(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
 
 
-def _sync(endpoint: str, dest: Path) -> None:
-    cmd = [sys.executable, "-m", "dagmirror", "sync", f"s3://{BUCKET}/{PREFIX}", str(dest), "--json"]
-    print("$ dagmirror sync", f"s3://{BUCKET}/{PREFIX}", dest, "--json", flush=True)
-    proc = subprocess.run(cmd, env=s3_env(endpoint), check=False, capture_output=True, text=True)
-    sys.stderr.write(proc.stderr)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise SystemExit(f"demo: dagmirror sync exited {proc.returncode}")
-    r = orjson.loads(proc.stdout.strip().splitlines()[-1])
-    release = f", release {r['release'][:12]}" if r.get("release") else ""
-    print(
-        f"  mode {r.get('mode')}{release}: downloaded {r['downloaded']}, unchanged {r['unchanged']}, "
-        f"deleted {r['deleted']}, failed {r['failed']}; requests {r['requests']}"
-    )
+def say(text: str) -> None:
+    print(f"  {text}", flush=True)
 
 
-def _deploy(endpoint: str, src: Path) -> None:
-    args = ["deploy", str(src), "--env", "dev", "--root", str(src), "--bucket-url", f"s3://{BUCKET}/dags/"]
-    print("$ dagmirror deploy", src.name, "--env dev --root", src.name, "--bucket-url", args[-1], flush=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "dagmirror", *args],
-        env=s3_env(endpoint),
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    sys.stderr.write(proc.stderr)
-    print(
-        "\n".join(
-            proc.stdout.strip().splitlines()[:1]
-            + [line for line in proc.stdout.splitlines() if "release" in line]
+class Story:
+    """The processes and folders of one telling; `stop` ends every process it started, by pid."""
+
+    def __init__(self, endpoint: str, here: Path) -> None:
+        self.s3 = s3_client(endpoint)
+        self.env = s3_env(endpoint) | {"PYTHONUNBUFFERED": "1"}  # stdout and stderr interleave as written
+        self.repo = here / "demo-src" / "analytics-dags"
+        self.mirrors = here / "demo-dags"
+        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def dagmirror(self, *args: str, expect: int = 0) -> str:
+        """Run `dagmirror ARGS` in the repository, show the command and its output; its output."""
+        print(f"$ dagmirror {' '.join(args)}", flush=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dagmirror", *args],
+            cwd=self.repo, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            check=False, timeout=120,
+        )  # fmt: skip
+        for line in proc.stdout.splitlines():
+            say(line)
+        if proc.returncode != expect:
+            raise SystemExit(f"demo: `dagmirror {args[0]}` exited {proc.returncode}, expected {expect}")
+        if expect:
+            say(f"(exit {proc.returncode})")
+        return proc.stdout
+
+    def start(self, instance: str, env: str) -> None:
+        source = f"s3://{BUCKET}/dags/{env}"
+        args = ["run", source, str(self.mirrors / instance), "--instance-id", instance]
+        args += ["--interval", "1", "--heartbeat", "5", "--http", "off"]
+        log = (self.mirrors / "logs" / f"{instance}.log").open("wb")
+        self._logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dagmirror", *args], env=self.env, stdout=log, stderr=log
         )
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"demo: dagmirror deploy exited {proc.returncode}")
+        self.daemons[instance] = proc
+        say(f"$ dagmirror run {source} demo-dags/{instance} --instance-id {instance} --interval 1 ...")
+        say(f"  {instance} started (pid {proc.pid}), following {env}")
+
+    def wait_for_statuses(self, seconds: float = 30) -> None:
+        """Until every instance has published its first status (after its first pass)."""
+        deadline = time.monotonic() + seconds
+        for instance, env in INSTANCES.items():
+            key = f"metadata/fleet/dags/{env}/{instance}.json"
+            while "Contents" not in self.s3.list_objects_v2(Bucket=BUCKET, Prefix=key):
+                if self.daemons[instance].poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"demo: {instance} did not report; see demo-dags/logs/{instance}.log")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM each instance (its staged shutdown writes a last 'stopped' status), SIGKILL a straggler."""
+        for instance, proc in self.daemons.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait(timeout=10)
+            say(f"{instance} (pid {proc.pid}) stopped, exit {code}")
+        for log in self._logs:
+            log.close()
 
 
-def _tree(dest: Path) -> None:
-    files = sorted(p for p in dest.rglob("*") if p.is_file() and ".dagmirror" not in p.parts)
-    for path in files:
-        print(f"  {path.stat().st_size:>6}  {path.relative_to(dest)}")
-    print(f"  {len(files)} files")
+def repository(repo: Path) -> None:
+    """The analytics team's repository: its DAGs, the shared helpers, and `dagmirror.toml`."""
+    shutil.rmtree(repo.parent, ignore_errors=True)
+    files = {p: b for p, b in sample_dags().items() if p.startswith(("analytics/", "common/"))}
+    for rel, body in files.items():
+        (repo / "dags" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "dags" / rel).write_bytes(body)
+    (repo / "dagmirror.toml").write_text(TOML)
+    git = shutil.which("git")
+    if git is not None:  # the deploy record names the commit; without git it says so, and the story goes on
+        ident = ["-c", "user.name=Ana Lytics", "-c", "user.email=ana@example.com"]
+        for args in (["init", "-q"], ["add", "."], [*ident, "commit", "-qm", "analytics DAGs"]):
+            subprocess.run([git, *args], cwd=repo, capture_output=True, check=False)
+    say(f"demo-src/analytics-dags: dagmirror.toml and {len(files)} files under dags/:")
+    for rel in sorted(files):
+        say(f"  dags/{rel}")
+    for line in TOML.splitlines():
+        say(f"  dagmirror.toml | {line}")
+
+
+def release_of(output: str) -> str:
+    return next(line.split()[1] for line in output.splitlines() if line.startswith("  release "))
+
+
+def tell(story: Story) -> None:
+    step("the analytics team's repository")
+    repository(story.repo)
+
+    step("three Airflow instances run `dagmirror run`: worker-1 and worker-2 on dev, prod-1 on production")
+    create_bucket(story.s3, BUCKET)
+    (story.mirrors / "logs").mkdir(parents=True)
+    for instance, env in INSTANCES.items():
+        story.start(instance, env)
+    story.wait_for_statuses()
+
+    step("deploy to dev, and wait until every dev instance has it")
+    story.dagmirror("deploy", "dags/", "--env", "dev", "--wait", "30")
+    for instance in ("worker-1", "worker-2"):
+        count = sum(1 for p in (story.mirrors / instance).rglob("*.py") if ".dagmirror" not in p.parts)
+        say(f"demo-dags/{instance}: {count} DAG files")
+
+    step("the fleet view: who runs which release")
+    story.dagmirror("fleet", "--env", "dev")
+
+    step("promote dev to production")
+    first = release_of(story.dagmirror("promote", "--from", "dev", "--to", "production", "--wait", "30"))
+
+    step("a broken DAG is refused before anything is uploaded")
+    broken = story.repo / "dags" / "analytics" / "broken_report.py"
+    broken.write_bytes(BROKEN)
+    story.dagmirror("deploy", "dags/", "--env", "dev", expect=4)
+    listed = story.s3.list_objects_v2(Bucket=BUCKET, Prefix="dags/dev/analytics/broken_report.py")
+    say(f"s3://{BUCKET}/dags/dev/analytics/broken_report.py exists: {'Contents' in listed}")
+
+    step("fixed: a change that needs a new helper file, deployed to dev as one release")
+    broken.unlink()
+    (story.repo / "dags" / "analytics" / "helpers.py").write_text("RETRIES = 3\n")
+    daily = story.repo / "dags" / "analytics" / "daily_revenue.py"
+    daily.write_text(daily.read_text() + "\nfrom analytics.helpers import RETRIES  # needs helpers.py\n")
+    story.dagmirror("deploy", "dags/", "--env", "dev", "--wait", "30")
+
+    step("promote it to production")
+    story.dagmirror("promote", "--from", "dev", "--to", "production", "--wait", "30")
+    story.dagmirror("history", "--env", "production")
+
+    step("something is wrong in production: roll back to the first release")
+    story.dagmirror("rollback", "--env", "production", "--to", first, "--wait", "30")
+    helpers = story.mirrors / "prod-1" / "analytics" / "helpers.py"
+    say(f"demo-dags/prod-1/analytics/helpers.py exists: {helpers.exists()}")
 
 
 def main() -> None:
-    dest = Path("demo-dags").resolve()
-    shutil.rmtree(dest, ignore_errors=True)
-    _step("starting moto server (a real S3 API over HTTP) on 127.0.0.1")
+    here = Path.cwd()
+    started = time.monotonic()
+    shutil.rmtree(here / "demo-dags", ignore_errors=True)
+    step("a local S3 server on 127.0.0.1")
     with moto_server() as server:
-        print(f"  {server.name} at {server.endpoint_url} (pid {server.pid})")
-        _objects(server.endpoint_url, dest)
-        _releases(server.endpoint_url, dest)
-        _step("stopping moto server")
-    print(f"\nThe mirror stays in {dest}; its state is in {dest / '.dagmirror' / 'state.json'}.")
-
-
-def _objects(endpoint: str, dest: Path) -> None:
-    """Today's object mirror: a cold pass, S3 changed behind it, an incremental pass, a no-op pass."""
-    files = sample_dags()
-    client = s3_client(endpoint)
-    create_bucket(client, BUCKET)
-    upload(client, BUCKET, PREFIX, files)
-    print(f"  uploaded {len(files)} files to s3://{BUCKET}/{PREFIX}")
-
-    _step("cold pass: mirror everything into ./demo-dags")
-    _sync(endpoint, dest)
-    _tree(dest)
-
-    _step("change S3: one same-size edit, two new DAGs, two deletions")
-    edited_key = "analytics/daily_revenue.py"
-    edited = files[edited_key].replace(b'"retries": 2', b'"retries": 3')
-    if len(edited) != len(files[edited_key]) or edited == files[edited_key]:
-        edited = files[edited_key].replace(b"owned by", b"OWNED BY")
-    client.put_object(Bucket=BUCKET, Key=PREFIX + edited_key, Body=edited)
-    print(f"  edited   {edited_key} (same size: {len(edited)} bytes)")
-    for name, source in (
-        ("analytics/new_dashboard.py", "analytics/weekly_kpis.py"),
-        ("finance/new_tax_report.py", "finance/fx_rates.py"),
-    ):
-        body = files[source].replace(
-            source.rsplit("/", 1)[1][:-3].encode(), name.rsplit("/", 1)[1][:-3].encode()
-        )
-        client.put_object(Bucket=BUCKET, Key=PREFIX + name, Body=body)
-        print(f"  added    {name}")
-    gone = ["ml/serving/batch_scoring.py", "platform/cost_export.py"]
-    delete_keys(client, BUCKET, [PREFIX + k for k in gone])
-    for key in gone:
-        print(f"  deleted  {key}")
-
-    _step("incremental pass: only the changes move")
-    _sync(endpoint, dest)
-
-    _step("no-op pass: nothing changed, only LIST requests (and one probe for a release pointer)")
-    _sync(endpoint, dest)
-    _tree(dest)
-
-
-def _releases(endpoint: str, dest: Path) -> None:
-    """The same folder published as one release, mirrored as one set, then polled with one request."""
-    _step("releases: `dagmirror deploy` publishes the folder as one immutable release")
-    src = dest.with_name("demo-src")
-    shutil.rmtree(src, ignore_errors=True)
-    shutil.copytree(dest, src, ignore=shutil.ignore_patterns(".dagmirror"))
-    (src / "analytics" / "helpers.py").write_text("RETRIES = 3\n")
-    daily = src / "analytics" / "daily_revenue.py"
-    daily.write_text(daily.read_text() + "\nfrom analytics.helpers import RETRIES  # needs helpers.py too\n")
-    print("  changed analytics/daily_revenue.py to import the new analytics/helpers.py: one set")
-    _deploy(endpoint, src)
-
-    _step("the mirror follows the release (no new flag): both files arrive together, verified")
-    _sync(endpoint, dest)
-
-    _step("no-op poll of a release: one conditional GET, at any number of files")
-    _sync(endpoint, dest)
+        say(f"{server.name} server at {server.endpoint_url} (pid {server.pid})")
+        story = Story(server.endpoint_url, here)
+        try:
+            tell(story)
+        finally:
+            step("stopping everything, each process by its pid")
+            story.stop()
+        story.dagmirror("fleet", "--env", "dev", expect=5)
+    say(f"{server.name} server (pid {server.pid}) stopped")
+    print(
+        f"\nThe story took {time.monotonic() - started:.0f} s. The instances' DAG folders stay in demo-dags/."
+    )
 
 
 if __name__ == "__main__":

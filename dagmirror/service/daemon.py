@@ -23,6 +23,7 @@ from dagmirror.audit import S3_PREFIX, AuditLog
 from dagmirror.config import Mapping, MirrorConfig, ServiceConfig, redact_url
 from dagmirror.engine import Mirror
 from dagmirror.errors import DagmirrorError
+from dagmirror.fleet import StatusPublisher, publishers
 from dagmirror.http import HttpServer, Probes
 from dagmirror.metrics import Metrics
 from dagmirror.models import SyncReport
@@ -61,6 +62,7 @@ class MappingRunner:
         interval: Interval,
         sleep: Sleep,
         after_pass: Sequence[AfterPass] = (),
+        status: StatusPublisher | None = None,
     ) -> None:
         self.name = mapping.name
         self.mirror = mirror
@@ -75,6 +77,7 @@ class MappingRunner:
         self._on_audited = on_audited
         self._interval = interval
         self._sleep = sleep
+        self._status = status
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -94,6 +97,8 @@ class MappingRunner:
             report = await self.mirror.sync_once()
         except DagmirrorError as exc:
             self._metrics.failed(self.name, time.monotonic() - started)
+            if self._status is not None:
+                self._status.failed(str(exc))
             log.error(  # noqa: TRY400 - a failed pass is one line; -vv shows tracebacks elsewhere
                 "pass failed, keeping the last good tree: %s",
                 exc,
@@ -103,6 +108,8 @@ class MappingRunner:
         self.completed_once = True
         self.mode = report.mode
         self._metrics.observe(self.name, report)
+        if self._status is not None:
+            self._status.passed(report)
         if self._audit.append(report, mapping=self.name, pass_id=pass_id):
             self._on_audited()
         log.info(
@@ -146,6 +153,7 @@ class Service:
             config.max_backoff,
             rng or random.Random(),  # noqa: S311 - jitter, not a secret
         )
+        self.status = publishers(config, clock=clock, on_write=self.metrics.status_written)
         self._runners = [
             MappingRunner(
                 m,
@@ -156,6 +164,7 @@ class Service:
                 interval=interval,
                 sleep=sleep,
                 after_pass=(self.hooks.after_pass, self.events.after_pass),
+                status=self.status.get(m.name),
             )
             for m in config.mappings
         ]
@@ -229,6 +238,7 @@ class Service:
             events = group.create_task(self.events.serve(events_stop), name="events")
             for r in self._runners:
                 r.task = group.create_task(self._supervised(r), name=f"mirror-{r.name}")
+            heartbeats = [group.create_task(p.run(), name=f"status-{n}") for n, p in self.status.items()]
             await self._stop.wait()
             _, pending = await asyncio.wait(
                 [r.task for r in self._runners if r.task], timeout=self.config.grace
@@ -244,6 +254,8 @@ class Service:
             events_stop.set()  # after the last passes: their messages are deleted before we go
             await asyncio.gather(events, return_exceptions=True)
             hooks.cancel()  # a hook command still running is killed with its process group
+            for task in heartbeats:  # the last status ('stopped') is written by _shutdown
+                task.cancel()
 
     async def _supervised(self, runner: MappingRunner) -> None:
         try:
@@ -263,8 +275,9 @@ class Service:
     async def _shutdown(self) -> None:
         """Each stage runs even when an earlier one failed; a failure is one error line."""
         stages: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            (f"closing mapping {r.name}", r.mirror.aclose) for r in self._runners
+            (f"publishing the last status of {name}", p.close) for name, p in self.status.items()
         ]
+        stages += [(f"closing mapping {r.name}", r.mirror.aclose) for r in self._runners]
         stages += [
             ("closing the event queue", self.events.aclose),
             ("finishing the audit shipment", self._finish_shipping),
