@@ -139,12 +139,12 @@ class Publisher:
                 about.host,
                 about.git,
             )
-            encoded = await self._signed(manifest)
+            encoded = await signed_manifest(manifest, self.signing)
             release = sha256_hex(encoded)
             await self._create(manifest_key(release), encoded)
             archive_size = await self._archive(release, target, files, bodies)
             pointer = self._pointer(release, target.seq + 1, files, archive_size, about, len(encoded))
-            winner = await self._swap(await self._signed_pointer(pointer), target)
+            winner = await self._swap(await signed_pointer(pointer, self.signing), target)
             if winner is None:
                 return Published(release, pointer.seq, attempt, cas, uploaded)
             if whole:
@@ -247,27 +247,11 @@ class Publisher:
         files: Tree,
         archive_size: int | None,
         about: About,
-        manifest_size: int | None = None,
+        size: int | None = None,
     ) -> Pointer:
-        size = sum(e.size for e in files.values())
-        pointer = Pointer(self.prefix, release, seq, about.time, len(files), size, archive_size)
-        if self.signing is None:
-            return replace(pointer, manifest_size=manifest_size)
-        expires = about.time + self.signing.expires_after
-        return replace(
-            pointer, manifest_size=manifest_size, expires=expires, rotations=self.signing.rotations
-        )
-
-    async def _signed(self, manifest: Manifest) -> bytes:
-        """The manifest's bytes, with the signatures of its unsigned encoding when signing is on."""
-        if self.signing is None:
-            return manifest.encode()
-        return replace(manifest, signatures=await self.signing.sign(manifest.encode())).encode()
-
-    async def _signed_pointer(self, pointer: Pointer) -> Pointer:
-        if self.signing is None:
-            return pointer
-        return replace(pointer, signatures=await self.signing.sign(pointer.encode()))
+        total = sum(e.size for e in files.values())
+        pointer = Pointer(self.prefix, release, seq, about.time, len(files), total, archive_size)
+        return stamped(replace(pointer, manifest_size=size), self.signing)
 
     def _conflict(self, winner: Current, paths: list[str]) -> ReleaseConflict:
         shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
@@ -276,3 +260,23 @@ class Publisher:
             f"meanwhile and changed the same paths ({shown or 'the whole tree'}); this one published "
             "nothing and wrote no plain file: run it again"
         )
+
+
+def stamped(pointer: Pointer, signing: Signing | None) -> Pointer:
+    """A pointer to sign carries its expiry and the rotation statements (docs/releases.md, "Signatures")."""
+    if signing is None:
+        return pointer
+    return replace(pointer, expires=pointer.time + signing.expires_after, rotations=signing.rotations)
+
+
+async def signed_manifest(manifest: Manifest, signing: Signing | None) -> bytes:
+    """The manifest's bytes, with the signatures of its unsigned encoding when signing is on."""
+    if signing is None:
+        return manifest.encode()
+    return replace(manifest, signatures=await signing.sign(manifest.encode())).encode()
+
+
+async def signed_pointer(pointer: Pointer, signing: Signing | None) -> Pointer:
+    if signing is None:
+        return pointer
+    return replace(pointer, signatures=await signing.sign(pointer.encode()))
