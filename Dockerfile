@@ -6,11 +6,13 @@
 
 FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
-COPY docker/ ./docker/
+# A proxy's CA comes in as the build secret "ca", mounted for the pip steps only: it never lands in a layer.
+# The pinned packages first, in a layer of their own that a change to the code does not invalidate.
+COPY docker/install.sh docker/requirements.lock ./docker/
+RUN --mount=type=secret,id=ca,required=false sh docker/install.sh /opt/dagmirror /src deps
 COPY pyproject.toml README.md ./
 COPY dagmirror/ ./dagmirror/
-# A proxy's CA comes in as the build secret "ca", mounted for this one step: it never lands in a layer.
-RUN --mount=type=secret,id=ca,required=false sh docker/install.sh /opt/dagmirror /src
+RUN --mount=type=secret,id=ca,required=false sh docker/install.sh /opt/dagmirror /src app
 
 FROM python:3.11.14-slim-bookworm
 RUN groupadd --gid 10001 dagmirror \
