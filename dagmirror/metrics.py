@@ -40,6 +40,29 @@ def _gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge]:
     )
 
 
+def _alarms(r: CollectorRegistry) -> tuple[Counter, Counter, Counter]:
+    """Per mapping: refused deletions, refused releases, and instance status writes by outcome."""
+    guard_trips = Counter(
+        "dagmirror_delete_guard_trips_total",
+        "Passes whose deletions the delete guard refused",
+        ["mapping"],
+        registry=r,
+    )
+    untrusted = Counter(
+        "dagmirror_untrusted_releases_total",
+        "Passes that refused a release its trust did not verify (signed releases)",
+        ["mapping"],
+        registry=r,
+    )
+    status_writes = Counter(
+        "dagmirror_status_writes_total",
+        "Instance status writes (metadata/fleet/) by outcome",
+        ["mapping", "outcome"],
+        registry=r,
+    )
+    return guard_trips, untrusted, status_writes
+
+
 class TriggerMetrics:
     """What woke passes and what ran after them: queue messages, POST /sync, hooks. Not per mapping: one
     queue, one endpoint and one set of hooks serve every mapping of the daemon."""
@@ -106,25 +129,8 @@ class Metrics:
             registry=r,
         )
         self.retries = Counter("dagmirror_retries_total", "Transient errors retried", ["mapping"], registry=r)
-        self.guard_trips = Counter(
-            "dagmirror_delete_guard_trips_total",
-            "Passes whose deletions the delete guard refused",
-            ["mapping"],
-            registry=r,
-        )
-        self.untrusted = Counter(
-            "dagmirror_untrusted_releases_total",
-            "Passes that refused a release its trust did not verify (signed releases)",
-            ["mapping"],
-            registry=r,
-        )
+        self.guard_trips, self.untrusted, self.status_writes = _alarms(r)
         self.last_success, self.staleness, self.release_info = _gauges(r)
-        self.status_writes = Counter(
-            "dagmirror_status_writes_total",
-            "Instance status writes (metadata/fleet/) by outcome",
-            ["mapping", "outcome"],
-            registry=r,
-        )
         self.triggers = TriggerMetrics(r)
 
     def register(self, mapping: str) -> None:

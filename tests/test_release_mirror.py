@@ -330,6 +330,18 @@ async def test_wait_for_source_in_releases_mode_waits_for_the_pointer(
         await mirror.wait_for_source(0.2)
 
 
+async def test_wait_for_source_in_auto_mode_takes_a_release_pointer_without_plain_files(
+    s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """A prefix that only ever received releases (no plain file under it) is ready once its pointer is."""
+    async with Mirror(config(bucket, moto_endpoint, tmp_path, mode="auto"), sleep=no_sleep) as mirror:
+        with pytest.raises(SourceUnavailable, match="lists no objects and has no release pointer"):
+            await mirror.wait_for_source(0.2)
+        publish(s3, bucket, PREFIX, R1)
+        assert not s3.list_objects_v2(Bucket=bucket, Prefix=PREFIX).get("Contents")
+        await mirror.wait_for_source(0.2)
+
+
 async def test_going_back_to_listing_adopts_the_release_files_without_a_get(
     s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path
 ) -> None:

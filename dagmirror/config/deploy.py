@@ -198,13 +198,20 @@ def _build(
         airflow_python=values.get("airflow_python", "python3"),
         airflow_timeout=float(values.get("airflow_timeout", 300.0)),
         airflow_sandbox=values.get("airflow_sandbox", "bwrap"),
-        sign_keys=tuple(Path(p) for p in values.get("sign_keys", ())),
-        kms_key_id=values.get("kms_key_id"),
-        sign_expires=float(values.get("sign_expires", 7 * 86400.0)),
-        rotations=tuple(Path(p) for p in values.get("rotations", ())),
+        **_signing(values),
         # A custom S3 endpoint given only as a flag says nothing about STS: do not ask AWS's STS then.
         sts=endpoint is None or bool(environ.get("AWS_ENDPOINT_URL_STS") or environ.get("AWS_ENDPOINT_URL")),
     )
+
+
+def _signing(values: dict[str, Any]) -> dict[str, Any]:
+    """The signing fields of DeployConfig (docs/security.md, "Signed releases")."""
+    return {
+        "sign_keys": tuple(Path(p) for p in values.get("sign_keys", ())),
+        "kms_key_id": values.get("kms_key_id"),
+        "sign_expires": float(values.get("sign_expires", 7 * 86400.0)),
+        "rotations": tuple(Path(p) for p in values.get("rotations", ())),
+    }
 
 
 def _policies(

@@ -96,9 +96,10 @@ class Mirror:
                 source = await self.open()  # in the loop: credentials (IRSA, IMDS) may not be ready yet
                 if await self._has_something(source):
                     return
-                why = f"{self.config.source} lists no objects"
-                if self.config.mode == "releases":
-                    why = f"{self.config.source} has no release pointer"
+                why = {
+                    "objects": f"{self.config.source} lists no objects",
+                    "releases": f"{self.config.source} has no release pointer",
+                }.get(self.config.mode, f"{self.config.source} lists no objects and has no release pointer")
             except SourceError as exc:
                 why, last = str(exc), exc
             remaining = deadline - time.monotonic()
@@ -114,10 +115,13 @@ class Mirror:
             delay = min(delay * 2, 5.0)
 
     async def _has_something(self, source: ObjectSource) -> bool:
-        """Objects under the prefix, or in releases mode its pointer (ObjectVanished: not yet)."""
-        prefix = self.config.source.prefix
-        if self.config.mode != "releases":
-            return bool((await source.list_page(prefix, delimiter=False, token=None)).objects)
+        """Objects under the prefix (objects and auto mode), or its release pointer (releases and auto mode:
+        a prefix that only ever received releases has no plain files). ObjectVanished: not yet."""
+        prefix, mode = self.config.source.prefix, self.config.mode
+        if mode != "releases" and (await source.list_page(prefix, delimiter=False, token=None)).objects:
+            return True
+        if mode == "objects":
+            return False
         try:
             await source.get(pointer_key(prefix), if_none_match=None, max_bytes=MAX_POINTER_BYTES)
         except ObjectVanished:
