@@ -74,7 +74,7 @@ class Tree:
             raise InstallError(f"cannot use {self.root} as destination: {what}{why}") from None
 
     def _open(self) -> list[str]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o755, parents=True, exist_ok=True)  # never group- or world-writable
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._meta_fd = self._private(self._root_fd, self.meta)
         self._tmp_fd = self._private(self._meta_fd, self.meta / "tmp")

@@ -123,3 +123,4 @@ def test_dagmirror_folders_are_private_whatever_the_umask(tmp_path: Path) -> Non
         os.umask(old)
     for folder in (".dagmirror", ".dagmirror/tmp"):
         assert stat.S_IMODE((tmp_path / "dest" / folder).stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE((tmp_path / "dest").stat().st_mode) == 0o755  # DEST itself, when dagmirror made it

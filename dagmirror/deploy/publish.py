@@ -200,13 +200,15 @@ class Publisher:
             ).body
             known |= read_archive(previous, base.files, sum(e.size for e in base.files.values()))
         lacking = sorted({e.sha256 for e in files.values()} - known.keys())
-        known |= dict(zip(lacking, await self.bucket.pool(lacking, self._body), strict=True))
+        sizes = {e.sha256: e.size for e in files.values()}
+        read = await self.bucket.pool(lacking, lambda digest: self._body(digest, sizes[digest]))
+        known |= dict(zip(lacking, read, strict=True))
         archive = write_archive({p: known[e.sha256] for p, e in files.items()})
         await self._create(archive_key(release), archive)
         return len(archive)
 
-    async def _body(self, digest: str) -> bytes:
-        body = (await self.bucket.get_version(body_key(digest), None)).body
+    async def _body(self, digest: str, size: int) -> bytes:
+        body = (await self.bucket.get_version(body_key(digest), None, max_bytes=size + SIZE_ROOM)).body
         if sha256_hex(body) != digest:
             raise ReleaseError(f"body {digest} in the bucket has SHA-256 {sha256_hex(body)}")
         return body
