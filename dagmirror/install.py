@@ -76,8 +76,8 @@ class Tree:
     def _open(self) -> list[str]:
         self.root.mkdir(mode=0o755, parents=True, exist_ok=True)  # never group- or world-writable
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._meta_fd = self._private(self._root_fd, self.meta)
-        self._tmp_fd = self._private(self._meta_fd, self.meta / "tmp")
+        self._meta_fd = _private(self._root_fd, self.meta)
+        self._tmp_fd = _private(self._meta_fd, self.meta / "tmp")
         lock_fd = open_regular("lock", os.O_RDWR | os.O_CREAT, self._meta_fd)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -87,17 +87,6 @@ class Tree:
         self._lock_fd = lock_fd
         self.clean_temps()
         return self._read_journal()
-
-    @staticmethod
-    def _private(parent_fd: int, path: Path) -> int:
-        try:
-            return private_dir(parent_fd, path.name)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise InstallError(f"{path} is a symlink or not a folder; refusing to use it") from None
-            if exc.errno == errno.EPERM:
-                raise InstallError(f"{path} is {exc.strerror}; refusing to use it") from None
-            raise
 
     def meta_fd(self) -> int:
         """The fd of DEST/.dagmirror held since `open()`."""
@@ -109,23 +98,9 @@ class Tree:
         None when there is none yet."""
         if self._meta_fd is not None:
             yield self._meta_fd
-            return
-        try:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            yield None
-            return
-        try:
-            meta_fd = private_dir(root_fd, self.meta.name, create=False)
-        except FileNotFoundError:
-            meta_fd = None
-        finally:
-            os.close(root_fd)
-        try:
-            yield meta_fd
-        finally:
-            if meta_fd is not None:
-                os.close(meta_fd)
+        else:
+            with _meta_for_reading(self.root, self.meta.name) as meta_fd:
+                yield meta_fd
 
     def close(self) -> None:
         self._dirs.clear()
@@ -139,12 +114,7 @@ class Tree:
         """Remove temp files left by a killed pass (the lock guarantees none are in flight). Called at the
         start of every pass, which also forgets the directory fds the last pass's installs kept open."""
         self._dirs.clear()
-        removed = 0
-        for name in os.listdir(self._require(self._tmp_fd)):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=self._tmp_fd)
-                removed += 1
-        return removed
+        return _remove_all(self._require(self._tmp_fd))
 
     # -- intent journal: a path is appended before its rename, so a kill -9 cannot orphan a file ------------
     def _read_journal(self) -> list[str]:
@@ -204,19 +174,12 @@ class Tree:
         """Unlink a regular file or symlink at `path`; directories and unsafe parents are left alone."""
         self._dirs.clear()
         parent, name = split_path(path)
-        try:
-            dir_fd = self._walk(parent, create=False)
-        except (InstallError, FileNotFoundError):
-            return False
-        try:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            if not statmod.S_ISDIR(st.st_mode):
+        with self._parent(parent) as dir_fd, contextlib.suppress(FileNotFoundError):
+            if dir_fd is not None and not statmod.S_ISDIR(
+                os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            ):
                 os.unlink(name, dir_fd=dir_fd)
                 return True
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(dir_fd)
         return False
 
     def remove_empty_dirs(self, dirs: Sequence[str]) -> int:
@@ -225,17 +188,10 @@ class Tree:
         removed = 0
         for path in dirs:
             parent, name = split_path(path)
-            try:
-                dir_fd = self._walk(parent, create=False)
-            except (InstallError, FileNotFoundError):
-                continue
-            try:
-                os.rmdir(name, dir_fd=dir_fd)
-                removed += 1
-            except OSError:
-                pass
-            finally:
-                os.close(dir_fd)
+            with self._parent(parent) as dir_fd, contextlib.suppress(OSError):
+                if dir_fd is not None:
+                    os.rmdir(name, dir_fd=dir_fd)
+                    removed += 1
         return removed
 
     def write_meta(self, name: str, data: bytes) -> None:
@@ -256,24 +212,23 @@ class Tree:
     # -- internals -------------------------------------------------------------------------------------------
     def _walk(self, parent: str, *, create: bool) -> int:
         """An fd for DEST/parent reached without following any symlink; InstallError/PathBlocked if unsafe."""
-        try:
-            return walk(self._root(), parent, create=create)
-        except Unsafe as exc:
-            if exc.symlink:
-                raise InstallError(
-                    f"'{exc.at}' inside {self.root} is a symlink; refusing to follow it"
-                ) from None
-            raise PathBlocked(f"'{exc.at}' is a file where a directory is needed", exc.at) from None
+        return _safe_walk(self.root, self._root(), parent, create=create)
 
     @contextlib.contextmanager
-    def _dir_cache(self) -> Iterator[_DirLookup]:
-        cache: dict[str, int | None] = {}
+    def _parent(self, parent: str) -> Iterator[int | None]:
+        """DEST/parent's fd for one delete, or None when it is gone or unsafe (nothing to delete there)."""
         try:
-            yield lambda parent: cached_dir(self._root(), cache, parent)
+            dir_fd = self._walk(parent, create=False)
+        except (InstallError, FileNotFoundError):
+            yield None
+            return
+        try:
+            yield dir_fd
         finally:
-            for fd in cache.values():
-                if fd is not None:
-                    os.close(fd)
+            os.close(dir_fd)
+
+    def _dir_cache(self) -> contextlib.AbstractContextManager[_DirLookup]:
+        return _dir_cache(self._root())
 
     def _root(self) -> Path | int:
         return self.root if self._root_fd is None else self._root_fd
@@ -283,3 +238,64 @@ class Tree:
         if fd is None:
             raise InstallError("destination is not open for writing (call Tree.open first)")
         return fd
+
+
+def _private(parent_fd: int, path: Path) -> int:
+    try:
+        return private_dir(parent_fd, path.name)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise InstallError(f"{path} is a symlink or not a folder; refusing to use it") from None
+        if exc.errno == errno.EPERM:
+            raise InstallError(f"{path} is {exc.strerror}; refusing to use it") from None
+        raise
+
+
+@contextlib.contextmanager
+def _meta_for_reading(root: Path, name: str) -> Iterator[int | None]:
+    """DEST/.dagmirror opened for one read (no lock held), or None when there is none yet."""
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        meta_fd = private_dir(root_fd, name, create=False)
+    except FileNotFoundError:
+        meta_fd = None
+    finally:
+        os.close(root_fd)
+    try:
+        yield meta_fd
+    finally:
+        if meta_fd is not None:
+            os.close(meta_fd)
+
+
+def _safe_walk(shown: Path, root: Path | int, parent: str, *, create: bool) -> int:
+    try:
+        return walk(root, parent, create=create)
+    except Unsafe as exc:
+        if exc.symlink:
+            raise InstallError(f"'{exc.at}' inside {shown} is a symlink; refusing to follow it") from None
+        raise PathBlocked(f"'{exc.at}' is a file where a directory is needed", exc.at) from None
+
+
+@contextlib.contextmanager
+def _dir_cache(root: Path | int) -> Iterator[_DirLookup]:
+    cache: dict[str, int | None] = {}
+    try:
+        yield lambda parent: cached_dir(root, cache, parent)
+    finally:
+        for fd in cache.values():
+            if fd is not None:
+                os.close(fd)
+
+
+def _remove_all(dir_fd: int) -> int:
+    removed = 0
+    for name in os.listdir(dir_fd):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+            removed += 1
+    return removed

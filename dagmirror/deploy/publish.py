@@ -148,10 +148,10 @@ class Publisher:
             if winner is None:
                 return Published(release, pointer.seq, attempt, cas, uploaded)
             if whole:
-                raise self._conflict(winner, sorted(changed(base.files, winner.files)))
+                raise _conflict(self.prefix, winner, sorted(changed(base.files, winner.files)))
             merged = rebase(base.files, mine, winner.files)
             if isinstance(merged, list):
-                raise self._conflict(winner, merged)
+                raise _conflict(self.prefix, winner, merged)
             target, files = winner, merged
         raise ReleaseConflict(
             f"the pointer of {self.prefix} kept moving: {MAX_ATTEMPTS} attempts lost to other deploys; "
@@ -169,7 +169,7 @@ class Publisher:
         pointer = self._pointer(release, base.seq + 1, files, head.size if head else None, about)
         winner = await self._swap(pointer, base)
         if winner is not None:
-            raise self._conflict(winner, sorted(changed(base.files, winner.files)))
+            raise _conflict(self.prefix, winner, sorted(changed(base.files, winner.files)))
         return Published(release, pointer.seq, 1, cas, 0)
 
     # -- steps ---------------------------------------------------------------------------------------------
@@ -255,13 +255,14 @@ class Publisher:
         pointer = Pointer(self.prefix, release, seq, about.time, len(files), total, archive_size)
         return stamped(replace(pointer, manifest_size=size), self.signing)
 
-    def _conflict(self, winner: Current, paths: list[str]) -> ReleaseConflict:
-        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-        return ReleaseConflict(
-            f"another deploy published release {winner.release} (seq {winner.seq}) of {self.prefix} "
-            f"meanwhile and changed the same paths ({shown or 'the whole tree'}); this one published "
-            "nothing and wrote no plain file: run it again"
-        )
+
+def _conflict(prefix: str, winner: Current, paths: list[str]) -> ReleaseConflict:
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return ReleaseConflict(
+        f"another deploy published release {winner.release} (seq {winner.seq}) of {prefix} "
+        f"meanwhile and changed the same paths ({shown or 'the whole tree'}); this one published "
+        "nothing and wrote no plain file: run it again"
+    )
 
 
 def stamped(pointer: Pointer, signing: Signing | None) -> Pointer:

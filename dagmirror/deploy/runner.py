@@ -66,7 +66,8 @@ class Pipeline:
             )
         plan, kept = await self._plan(request, policy, live, prefix)
         validation = await self._validation(request, policy, live, kept, notes)
-        report = self._report(request, started, who, plan, validation)
+        who_ = {"user": self.user, "identity": who}
+        report = _report(self.config, request, started, who_, self.host, plan, validation)
         switching = current is not None and current.pointer is None  # the first release is published anyway
         # Signed, a rollback always publishes: to the current release, it re-signs it with a fresh expiry.
         resign = publisher is not None and publisher.signing is not None and request.release is not None
@@ -198,34 +199,6 @@ class Pipeline:
         }
         return summary, notes
 
-    def _report(
-        self,
-        request: DeployRequest,
-        started: float,
-        who: str | None,
-        plan: DeployPlan,
-        validation: dict[str, Any],
-    ) -> DeployReport:
-        """The report as planned: what a dry run prints, and what the writes then replace `files` of."""
-        prefix = self.config.env_prefix(request.env)
-        return DeployReport(
-            deploy_id=new_deploy_id(),
-            kind=request.kind,
-            env=request.env,
-            bucket=self.config.bucket.bucket,
-            prefix=prefix,
-            scopes=request.scopes,
-            started_at=started,
-            seconds=0.0,
-            who={"user": self.user, "identity": who},
-            host=self.host,
-            git=request.git,
-            files=planned_results(plan, prefix),
-            validation=validation,
-            origin=request.origin,
-            dry_run=request.dry_run,
-        )
-
     async def _publish(
         self, store: DeployStore, plan: DeployPlan, report: DeployReport, t0: float
     ) -> DeployReport:
@@ -235,6 +208,36 @@ class Pipeline:
         )
         files = await writer.apply(plan, report.prefix)
         return await writer.record(replace(report, files=files, seconds=time.monotonic() - t0))
+
+
+def _report(
+    config: DeployConfig,
+    request: DeployRequest,
+    started: float,
+    who: dict[str, Any],
+    host: str,
+    plan: DeployPlan,
+    validation: dict[str, Any],
+) -> DeployReport:
+    """The report as planned: what a dry run prints, and what the writes then replace `files` of."""
+    prefix = config.env_prefix(request.env)
+    return DeployReport(
+        deploy_id=new_deploy_id(),
+        kind=request.kind,
+        env=request.env,
+        bucket=config.bucket.bucket,
+        prefix=prefix,
+        scopes=request.scopes,
+        started_at=started,
+        seconds=0.0,
+        who=who,
+        host=host,
+        git=request.git,
+        files=planned_results(plan, prefix),
+        validation=validation,
+        origin=request.origin,
+        dry_run=request.dry_run,
+    )
 
 
 async def publish_release(

@@ -183,18 +183,7 @@ class Service:
         return not self._crashed
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        detail: dict[str, object] = {}
-        ready = True
-        for r in self._runners:
-            stale = self.metrics.stale_for(r.name)
-            ok = r.completed_once and stale < self.config.staleness_limit
-            ready &= ok
-            detail[r.name] = {
-                "ready": ok,
-                "completed_once": r.completed_once,
-                "staleness_seconds": _finite(stale),
-            }
-        return ready, detail
+        return _readiness(self._runners, self.metrics, self.config.staleness_limit)
 
     # -- control --
     def request_pass(self) -> None:
@@ -331,6 +320,24 @@ class Service:
             await self.audit.ship(sink, prefix=prefix or S3_PREFIX)
         finally:
             await sink.aclose()
+
+
+def _readiness(
+    runners: Sequence[MappingRunner], metrics: Metrics, limit: float
+) -> tuple[bool, dict[str, object]]:
+    """Ready when every mapping completed a pass and its last one is younger than `limit`."""
+    detail: dict[str, object] = {}
+    ready = True
+    for r in runners:
+        stale = metrics.stale_for(r.name)
+        ok = r.completed_once and stale < limit
+        ready &= ok
+        detail[r.name] = {
+            "ready": ok,
+            "completed_once": r.completed_once,
+            "staleness_seconds": _finite(stale),
+        }
+    return ready, detail
 
 
 def s3_audit_sink(config: ServiceConfig) -> SinkFactory | None:
