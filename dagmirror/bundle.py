@@ -43,7 +43,8 @@ log = logging.getLogger("dagmirror")
 class DagmirrorBundle(BaseDagBundle):  # type: ignore[misc]  # Airflow ships no type information
     """kwargs: `source` (s3://bucket/prefix/ of the environment), `endpoint_url`, `region`, `aws_conn_id`
     (an Airflow AWS connection: its login/password are the keys, `endpoint_url`/`region_name` in its extra),
-    `version_grace` (seconds an untracked pinned version is kept); anything else goes to BaseDagBundle
+    `version_grace` (seconds an untracked pinned version is kept), `trust` (a trust file: only signed
+    releases, docs/security.md); anything else goes to BaseDagBundle
     (`refresh_interval`, and `version_data`, `view_url_template` where the Airflow version has them)."""
 
     def __init__(
@@ -54,6 +55,7 @@ class DagmirrorBundle(BaseDagBundle):  # type: ignore[misc]  # Airflow ships no 
         region: str | None = None,
         aws_conn_id: str | None = None,
         version_grace: float = VERSION_GRACE,
+        trust: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -62,6 +64,8 @@ class DagmirrorBundle(BaseDagBundle):  # type: ignore[misc]  # Airflow ships no 
         self._endpoint_url, self._region = endpoint_url, region
         layout = Layout(self.base_dir, self.versions_dir, get_bundle_tracking_dir(self.name))
         options: dict[str, Any] = {"region": region} if region else {}
+        if trust:  # a trust file (docs/security.md): only releases its keys signed, pinned ones included
+            options["trust"] = trust
         try:
             self._mirror = VersionedMirror(
                 source,

@@ -14,9 +14,10 @@ import pytest
 from dagmirror.config import MirrorConfig
 from dagmirror.engine.materialise import remove_versions, stale_versions
 from dagmirror.engine.versioned import RECORD, Layout, VersionedMirror
-from dagmirror.errors import ReleaseError
+from dagmirror.errors import PassFailed, ReleaseError
 from dagmirror.source import ObjectSource
 from dagmirror.source.memory import MemorySource
+from dagmirror.trust import KeySigner, Untrusted, generate_ed25519
 
 from .helpers import read_tree
 from .releases import publish_to
@@ -251,3 +252,52 @@ def test_removal_checks_again_under_the_lock_that_the_version_is_still_stale(tmp
     assert remove_versions(mirror.layout.versions_dir, [release], stale=lambda mtime: False) == []
     assert remove_versions(mirror.layout.versions_dir, [release], stale=lambda mtime: True) == [release]
     assert not (mirror.layout.versions_dir / release).exists()
+
+
+# -- signed releases (docs/security.md): the bundle given a trust file --------------------------------------
+def trusting(root: Path, source: MemorySource, key: KeySigner) -> VersionedMirror:
+    root.mkdir(parents=True, exist_ok=True)
+    policy = root / "trust.toml"
+    policy.write_text(f'threshold = 1\n[[keys]]\npaths = ["**"]\npublic = """\n{key.public.pem}"""\n')
+
+    async def open_source(config: MirrorConfig) -> ObjectSource:
+        return source
+
+    options = {"fsync": False, "trust": str(policy)}
+    return VersionedMirror(SOURCE, layout(root), options=options, open_source=open_source)
+
+
+def test_with_trust_signed_releases_are_followed_and_pinned(tmp_path: Path) -> None:
+    key = KeySigner(generate_ed25519())
+    source = MemorySource()
+    first = publish_to(source.put, PREFIX, A, seq=1, signer=key)
+    publish_to(source.put, PREFIX, B, seq=2, signer=key)
+    mirror = trusting(tmp_path, source, key)
+    assert mirror.refresh().release is not None
+    assert read_tree(mirror.pin(first).path) == A
+
+
+def test_with_trust_an_unsigned_release_is_neither_followed_nor_pinned(tmp_path: Path) -> None:
+    key, attacker = KeySigner(generate_ed25519()), KeySigner(generate_ed25519())
+    source = MemorySource()
+    signed = publish_to(source.put, PREFIX, A, seq=1, signer=key)
+    mirror = trusting(tmp_path / "good", source, key)
+    mirror.refresh()
+    forged = publish_to(source.put, PREFIX, B, seq=2, signer=attacker)
+    with pytest.raises(PassFailed, match="untrusted: pointer seq 2"):
+        mirror.refresh()
+    current = mirror.current()
+    assert current is not None
+    assert current.release == signed  # the bundle stays where it was
+    with pytest.raises(Untrusted, match="valid signature"):
+        mirror.pin(forged)  # a task pinned to a release no trusted key signed never gets its files
+    assert not (tmp_path / "good" / "bundle" / "versions" / forged).exists()
+
+
+def test_with_trust_a_prefix_without_releases_is_never_mirrored_unversioned(tmp_path: Path) -> None:
+    key = KeySigner(generate_ed25519())
+    source = MemorySource({PREFIX + "a.py": b"unsigned plain file\n"})
+    mirror = trusting(tmp_path, source, key)
+    with pytest.raises(PassFailed):
+        mirror.refresh()
+    assert not (tmp_path / "bundle" / "objects" / "a.py").exists()

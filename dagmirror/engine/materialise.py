@@ -31,7 +31,7 @@ from pathlib import Path
 from dagmirror.bodies import ContentStore
 from dagmirror.config import MirrorConfig
 from dagmirror.engine.context import Ledger, PassContext
-from dagmirror.engine.release import ReleaseFetcher
+from dagmirror.engine.release import Polled, ReleaseFetcher
 from dagmirror.engine.tally import request_delta
 from dagmirror.errors import InstallError, ReleaseError
 from dagmirror.install import Tree
@@ -40,6 +40,7 @@ from dagmirror.models import Rejection
 from dagmirror.plan import accept_release_paths
 from dagmirror.source import ObjectSource
 from dagmirror.state import State
+from dagmirror.trust import TrustPolicy, check_manifest, rotate
 
 log = logging.getLogger("dagmirror")
 RELEASE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -83,6 +84,8 @@ async def materialise(
             ctx = _context(config, source, pool, target)
             fetch = ReleaseFetcher(ctx, store)
             checked = await fetch.manifest(release)
+            if config.trust is not None:
+                await _verify_pinned(config.trust, fetch, checked, ctx.prefix)
             files = _accepted(config, checked)
             bodies = await fetch.gather(files, _as_pointer(checked, files))
             await loop.run_in_executor(pool, _build, store, files, bodies, versions_dir, release)
@@ -90,6 +93,20 @@ async def materialise(
             return Materialised(target, built=True, files=len(files), requests=requests)
         finally:
             os.close(lock)
+
+
+async def _verify_pinned(
+    trust: TrustPolicy, fetch: ReleaseFetcher, checked: CheckedManifest, prefix: str
+) -> None:
+    """With trust, a pinned release is built only from a manifest trusted keys signed, as the unpinned
+    mirror requires. Key rotations are learned from the environment's pointer (one GET; each statement is
+    signed by the key it replaces, so the pointer itself need not be current or trusted for this)."""
+    policy = trust
+    polled = await fetch.poll(None, retry=True)
+    if isinstance(polled, Polled):
+        policy = rotate(trust, polled.pointer.rotations)
+    paths = [*checked.manifest.files, *(r.key.removeprefix(prefix) for r in checked.rejections)]
+    check_manifest(policy, checked.payload, checked.manifest.signatures, paths, checked.release_id)
 
 
 def reuse(versions_dir: Path, release: str) -> Path | None:

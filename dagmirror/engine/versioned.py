@@ -101,7 +101,9 @@ class VersionedMirror:
         self._releases = MirrorConfig.create(
             source, layout.link, endpoint_url=endpoint_url, switch="symlink", **opts
         )
-        self._objects = MirrorConfig.create(source, layout.objects, endpoint_url=endpoint_url, **opts)
+        # With trust, only verified releases are installed: no unversioned (unsigned) fallback at all.
+        plain = {k: v for k, v in opts.items() if k != "trust"}
+        self._objects = MirrorConfig.create(source, layout.objects, endpoint_url=endpoint_url, **plain)
         self._open_source = open_source
         self._clock = clock
         self._grace = version_grace
@@ -117,7 +119,8 @@ class VersionedMirror:
     def refresh(self) -> SyncReport:
         """One mirror pass: the release mirror, or the plain one while the environment has no release."""
         current = self.current()
-        if current is not None and current.release is None:
+        trusting = self._releases.trust is not None
+        if current is not None and current.release is None and not trusting:
             report = run(self._pass(self._objects))
             if report.mode != "releases":
                 return self._record(Current(self.layout.objects), report)
@@ -125,7 +128,7 @@ class VersionedMirror:
         try:
             report = run(self._pass(self._releases))
         except PassFailed as exc:
-            if not run(self._has_no_pointer()):
+            if trusting or not run(self._has_no_pointer()):
                 raise
             log.info("%s has no releases: mirrored unversioned (%s)", self._objects.source, exc.cause)
             return self._record(Current(self.layout.objects), run(self._pass(self._objects)))
