@@ -13,6 +13,7 @@ import pytest
 
 from dagmirror import Mirror, MirrorConfig
 from dagmirror.devtools.proxy import S3Proxy
+from dagmirror.models import ListPage
 from dagmirror.plan import shared_folder, split_key
 from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemorySource
@@ -127,3 +128,24 @@ def test_against_moto_the_listing_holds_its_bound_with_s3s_own_start_after(
     assert read_tree(tmp_path / "d") == {k.removeprefix("dags/"): v for k, v in files.items()}
     assert noop.report["downloaded"] == 0
     assert noop.report["requests"]["LIST"] <= bound(len(files)), noop.report["requests"]
+
+
+async def test_an_empty_first_page_that_says_more_follow_is_listed_on_not_taken_as_the_end(
+    tmp_path: Path,
+) -> None:
+    """A server may answer an empty, truncated page: the listing goes on with its token (no split), so a
+    bucket is never taken for emptier than it is (which would feed the delete phase)."""
+    files = layouts()["flat"]
+    source = EmptyFirstPage(files, page_size=PAGE)
+    await sync(source, tmp_path / "d")
+    assert read_tree(tmp_path / "d") == {k.removeprefix("dags/"): v for k, v in files.items()}
+
+
+class EmptyFirstPage(MemorySource):
+    async def list_page(
+        self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
+    ) -> ListPage:
+        if token is None and start_after is None and not delimiter:
+            await self._enter("LIST", prefix)
+            return ListPage((), (), "")  # an empty token: continue from the start
+        return await super().list_page(prefix, delimiter=delimiter, token=token, start_after=start_after)

@@ -60,19 +60,23 @@ class Lister:
         prefix, collisions = self._ctx.prefix, CollisionFilter()
         first = await self._page(prefix, delimiter=False, token=None)
         await self._feed(collisions, first)
-        if first.next_token is not None and first.objects:
-            last = first.objects[-1].key
+        if first.next_token is not None:
             async with asyncio.TaskGroup() as tg:
-                folder = shared_folder([o.key for o in first.objects], prefix)
-                split = tg.create_task(self._split(folder, last))
+                split = tg.create_task(self._split(first))
                 held = tg.create_task(self._range_b(split))
                 await self._range_a(collisions, first.next_token, split)
             for page in held.result():
                 await self._feed(collisions, page)
         await self._emit(Batch(collisions.finish()))
 
-    async def _split(self, folder: str, last: str) -> str | None:
-        """The split key: one delimiter page of `folder` after `last` says what remains there."""
+    async def _split(self, first: ListPage) -> str | None:
+        """The split key: one delimiter page, at the folder page 1 shares, after page 1's last key, says
+        what remains there. None (no split: range A lists on alone) for a page 1 without keys, which a
+        truncated page should never be, but a server may send."""
+        if not first.objects:
+            return None
+        last = first.objects[-1].key
+        folder = shared_folder([o.key for o in first.objects], self._ctx.prefix)
         page = await self._page(folder, delimiter=True, token=None, start_after=last, count=False)
         entries = sorted([o.key for o in page.objects] + list(page.prefixes))
         return split_key(entries, after=last, truncated=page.next_token is not None)
