@@ -247,3 +247,11 @@ def split_key(entries: Sequence[str], *, after: str, truncated: bool) -> str | N
     if len(beyond) < 2:
         return None
     return beyond[-1] if truncated else beyond[len(beyond) // 2 - 1]
+
+
+def straddling(split: str, prefix: str) -> list[str]:
+    """The file keys of range A (keys <= `split`) whose folder `key + "/"` sorts after `split`, so that keys
+    under it fall in range B: exactly the prefixes F of `split` (below `prefix`) where F is `split` itself or
+    the character after F sorts before '/' ('dags/a' for the split 'dags/a-b/x'). Only keys under these
+    folders can collide with a key of range A; range B holds them back for range A's filter."""
+    return [split[:i] for i in range(len(prefix) + 1, len(split) + 1) if i == len(split) or split[i] < "/"]

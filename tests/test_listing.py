@@ -14,7 +14,7 @@ import pytest
 from dagmirror import Mirror, MirrorConfig
 from dagmirror.devtools.proxy import S3Proxy
 from dagmirror.models import ListPage
-from dagmirror.plan import shared_folder, split_key
+from dagmirror.plan import shared_folder, split_key, straddling
 from dagmirror.retry import RetryPolicy
 from dagmirror.source.memory import MemorySource
 
@@ -149,3 +149,26 @@ class EmptyFirstPage(MemorySource):
             await self._enter("LIST", prefix)
             return ListPage((), (), "")  # an empty token: continue from the start
         return await super().list_page(prefix, delimiter=delimiter, token=token, start_after=start_after)
+
+
+async def test_range_b_emits_at_once_all_but_the_keys_under_a_folder_range_a_may_hold_as_a_file(
+    tmp_path: Path,
+) -> None:
+    """The split key is 'dags/m-b/' (the delimiter page shows m, m-b/, m-c, m/); 'dags/m' (a file, in range
+    A) and 'dags/m/x' (range B) collide across it, because '-' sorts before '/'. Range B holds 'dags/m/x'
+    back for range A's filter and emits the rest at once; the folder wins, as with the fan-out."""
+    files = {f"dags/a{i}": b"a" for i in range(4)}
+    files |= {"dags/m": b"file", "dags/m-b/x": b"x", "dags/m-c": b"c", "dags/m/x": b"dir"}
+    results = []
+    for depth in (0, 1):
+        report = await sync(MemorySource(files, page_size=4), tmp_path / f"d{depth}", fanout_depth=depth)
+        results.append((read_tree(tmp_path / f"d{depth}"), sorted(r.key for r in report.rejections)))
+    assert results[0] == results[1]
+    assert results[0][1] == ["dags/m"]
+
+
+def test_straddling_names_the_prefixes_of_the_split_key_whose_folder_sorts_after_it() -> None:
+    assert straddling("dags/a-b/x", "dags/") == ["dags/a", "dags/a-b/x"]
+    assert straddling("dags/m", "dags/") == ["dags/m"]
+    assert straddling("dags/team/x.py", "dags/") == ["dags/team/x", "dags/team/x.py"]  # '.' sorts before '/'
+    assert straddling("dags/b/", "dags/") == ["dags/b/"]

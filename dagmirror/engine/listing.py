@@ -26,7 +26,7 @@ from functools import partial
 from dagmirror.engine.context import PassContext
 from dagmirror.errors import SourceError
 from dagmirror.models import ListPage, Rejection, RemoteObject
-from dagmirror.plan import CollisionFilter, shared_folder, split_key
+from dagmirror.plan import CollisionFilter, shared_folder, split_key, straddling
 from dagmirror.pool import WorkerPool
 
 
@@ -65,8 +65,7 @@ class Lister:
                 split = tg.create_task(self._split(first))
                 held = tg.create_task(self._range_b(split))
                 await self._range_a(collisions, first.next_token, split)
-            for page in held.result():
-                await self._feed(collisions, page)
+            await self._feed(collisions, ListPage(tuple(held.result()), (), None))
         await self._emit(Batch(collisions.finish()))
 
     async def _split(self, first: ListPage) -> str | None:
@@ -94,18 +93,25 @@ class Lister:
             await self._feed(collisions, page)
             next_token = page.next_token
 
-    async def _range_b(self, split: asyncio.Task[str | None]) -> list[ListPage]:
-        """Every key after the split key, held until range A is done (nothing when there is no split)."""
+    async def _range_b(self, split: asyncio.Task[str | None]) -> list[RemoteObject]:
+        """Every key after the split key, emitted at once through a collision filter of its own, except the
+        keys under a folder whose same-named file range A may hold (plan.straddling): those are returned,
+        for range A's filter to see after its own keys (nothing at all when there is no split)."""
         start = await split
         if start is None:
             return []
-        pages: list[ListPage] = []
+        folders = tuple(f + "/" for f in straddling(start, self._ctx.prefix))
+        own, held = CollisionFilter(), []
         token: str | None = None
         while True:
-            pages.append(await self._page(self._ctx.prefix, delimiter=False, token=token, start_after=start))
-            token = pages[-1].next_token
+            page = await self._page(self._ctx.prefix, delimiter=False, token=token, start_after=start)
+            mine = [o for o in page.objects if not o.key.startswith(folders)]
+            held += [o for o in page.objects if o.key.startswith(folders)]
+            await self._feed(own, ListPage(tuple(mine), (), None))
+            token = page.next_token
             if token is None:
-                return pages
+                await self._emit(Batch(own.finish()))
+                return held
 
     async def _page(
         self,
