@@ -9,7 +9,8 @@ rejected), at close to one LIST per 1,000 keys whatever the layout (docs/archite
     range A: page 1's continuation, up to S    |  range B: flat from after S (StartAfter), to the end
 
 so a pass costs at most ceil(N / 1000) + 2 LISTs: the delimiter page, and one page where A and B meet. B's
-pages are held until A is done, so the collision filter sees one sorted stream across the split.
+keys go through a collision filter of their own at once, except those under a folder whose same-named file
+range A may hold (plan.straddling): B hands those to A's filter, which sees them after its own keys.
 `fanout_depth >= 1` fans out over sub-prefixes (delimiter '/') down to that depth, then lists each subtree
 flat: one LIST per folder at least, however few keys it holds.
 
