@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
-from dagmirror.dirfd import open_regular, private_dir, write_all
+from dagmirror.dirfd import open_regular, private_dir, remove_all, write_all
 from dagmirror.errors import InstallError
 
 BODIES = "bodies"
@@ -41,16 +41,6 @@ class ContentStore:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-    def present(self, digests: Iterable[str]) -> set[str]:
-        """Which of `digests` have an entry (unverified: `read` checks the bytes)."""
-        fd = self._require()
-        found = set()
-        for digest in digests:
-            with contextlib.suppress(OSError):
-                os.stat(digest, dir_fd=fd, follow_symlinks=False)
-                found.add(digest)
-        return found
 
     def read(self, digest: str) -> bytes | None:
         """The body whose SHA-256 is `digest`, or None when absent or damaged (a damaged entry is removed)."""
@@ -93,14 +83,7 @@ class ContentStore:
 
     def prune(self, keep: set[str]) -> int:
         """Remove every entry not in `keep`; the number removed."""
-        fd = self._require()
-        removed = 0
-        for name in os.listdir(fd):
-            if name not in keep:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=fd)
-                    removed += 1
-        return removed
+        return remove_all(self._require(), keep)
 
     def _require(self) -> int:
         if self._fd is None:

@@ -10,7 +10,7 @@ import hashlib
 import os
 import stat as statmod
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,6 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO or device planted there must make open return at once (then `regular` refuses it),
 # never block a thread (a FIFO's open waits for a writer).
 META_FLAGS = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 PRIVATE_DIR = 0o700  # DEST/.dagmirror and its folders: nobody else reads state, journal or bodies
 
 
@@ -66,6 +65,17 @@ def read_regular(name: str, dir_fd: int, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def remove_all(dir_fd: int, keep: Set[str] = frozenset()) -> int:
+    """Unlink every entry of the folder `dir_fd` but those named in `keep`; the number removed."""
+    removed = 0
+    for name in os.listdir(dir_fd):
+        if name not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+                removed += 1
+    return removed
 
 
 def private_dir(dir_fd: int, name: str, *, create: bool = True) -> int:
@@ -258,12 +268,10 @@ def _hash_file(dir_fd: int | None, name: str, hashers: Sequence[_Hasher]) -> lis
     if dir_fd is None:
         return None
     try:
-        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)  # a FIFO here is refused below, never waited on
+        fd = open_regular(name, os.O_RDONLY, dir_fd)  # a FIFO here is refused (NotRegular), never waited on
     except OSError:
         return None
     try:
-        if not statmod.S_ISREG(os.fstat(fd).st_mode):
-            return None
         while chunk := os.read(fd, 1 << 20):
             for hasher in hashers:
                 hasher.update(chunk)

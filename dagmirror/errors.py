@@ -115,3 +115,11 @@ class DeployRefused(DagmirrorError):
 
 class GuardRefused(DagmirrorError):
     """The delete guard refused a deploy's deletions, so nothing was written at all. The CLI exits 3."""
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error inside nested exception groups (a pass's stages nest TaskGroups): its cause."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first

@@ -149,9 +149,6 @@ class Generations:
                     raise InstallError(f"'{path}' changed in the work tree during the switch; not switched")
                 src, dst = sources[parent], targets[parent]
                 os.link(leaf, leaf, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
-            if self._fsync:
-                for fd in targets.values():
-                    os.fsync(fd)
         finally:
             for fd in (*sources.values(), *targets.values()):
                 os.close(fd)

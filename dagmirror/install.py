@@ -27,6 +27,7 @@ from dagmirror.dirfd import (
     lstat_at,
     open_regular,
     private_dir,
+    remove_all,
     split_path,
     walk,
     write_temp,
@@ -114,7 +115,7 @@ class Tree:
         """Remove temp files left by a killed pass (the lock guarantees none are in flight). Called at the
         start of every pass, which also forgets the directory fds the last pass's installs kept open."""
         self._dirs.clear()
-        return _remove_all(self._require(self._tmp_fd))
+        return remove_all(self._require(self._tmp_fd))
 
     # -- intent journal: a path is appended before its rename, so a kill -9 cannot orphan a file ------------
     def _read_journal(self) -> list[str]:
@@ -290,12 +291,3 @@ def _dir_cache(root: Path | int) -> Iterator[_DirLookup]:
         for fd in cache.values():
             if fd is not None:
                 os.close(fd)
-
-
-def _remove_all(dir_fd: int) -> int:
-    removed = 0
-    for name in os.listdir(dir_fd):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=dir_fd)
-            removed += 1
-    return removed

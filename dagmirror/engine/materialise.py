@@ -33,6 +33,7 @@ from dagmirror.config import MirrorConfig
 from dagmirror.engine.context import Ledger, PassContext
 from dagmirror.engine.release import Polled, ReleaseFetcher
 from dagmirror.engine.tally import request_delta
+from dagmirror.engine.trustgate import verify_manifest
 from dagmirror.errors import InstallError, ReleaseError
 from dagmirror.install import Tree
 from dagmirror.manifest import CheckedManifest, FileEntry, Pointer
@@ -40,7 +41,7 @@ from dagmirror.models import Rejection
 from dagmirror.plan import accept_release_paths
 from dagmirror.source import ObjectSource
 from dagmirror.state import State
-from dagmirror.trust import TrustPolicy, check_manifest, rotate
+from dagmirror.trust import TrustPolicy, rotate
 
 log = logging.getLogger("dagmirror")
 RELEASE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -105,8 +106,7 @@ async def _verify_pinned(
     polled = await fetch.poll(None, retry=True)
     if isinstance(polled, Polled):
         policy = rotate(trust, polled.pointer.rotations)
-    paths = [*checked.manifest.files, *(r.key.removeprefix(prefix) for r in checked.rejections)]
-    check_manifest(policy, checked.payload, checked.manifest.signatures, paths, checked.release_id)
+    verify_manifest(policy, checked, prefix)
 
 
 def reuse(versions_dir: Path, release: str) -> Path | None:

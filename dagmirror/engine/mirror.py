@@ -23,6 +23,7 @@ from dagmirror.errors import (
     SourceConfigError,
     SourceError,
     SourceUnavailable,
+    first_leaf,
 )
 from dagmirror.generations import Generations
 from dagmirror.install import Tree
@@ -134,7 +135,8 @@ class Mirror:
         try:
             return await self._sync_once()
         except* OSError as group:
-            cause = _first_os_error(group)
+            leaf = first_leaf(group)
+            cause = leaf if isinstance(leaf, OSError) else OSError(str(leaf))
             why = f"{self.config.work_dir}: {cause.strerror or cause}"
             raise PassFailed(f"pass failed on DEST: {why}", InstallError(why)) from None
 
@@ -197,10 +199,3 @@ class Mirror:
         if rejection.key not in self._logged_rejections:
             self._logged_rejections.add(rejection.key)
             log.warning("rejected key %r: %s", rejection.key, rejection.reason)
-
-
-def _first_os_error(group: BaseExceptionGroup[OSError]) -> OSError:
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first if isinstance(first, OSError) else OSError(str(first))

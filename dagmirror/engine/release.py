@@ -73,11 +73,10 @@ class ReleaseFetcher:
         """The release's manifest, checked: from the content store (it is its own SHA-256) or one GET of at
         most `limit` bytes (a signed pointer says exactly how many)."""
         ctx = self._ctx
-        body = None if ctx.config.dry_run else await ctx.io(self._store.read, release_id)
-        if body is None:
-            body = await self._get(manifest_key(release_id), limit)
+        stored = None if ctx.config.dry_run else await ctx.io(self._store.read, release_id)
+        body = stored if stored is not None else await self._get(manifest_key(release_id), limit)
         checked = parse_manifest(body, release_id=release_id, prefix=ctx.prefix)
-        if not ctx.config.dry_run:
+        if stored is None and not ctx.config.dry_run:
             await ctx.io(self._store.write, release_id, body)
         return checked
 
@@ -101,8 +100,8 @@ class ReleaseFetcher:
 
     async def _from_store(self, digests: set[str]) -> dict[str, bytes]:
         ctx = self._ctx
-        present = sorted(await ctx.io(self._store.present, digests))
-        batches = [present[i : i + READ_BATCH] for i in range(0, len(present), READ_BATCH)]
+        wanted = sorted(digests)  # a missing entry reads as None: no stat before each read
+        batches = [wanted[i : i + READ_BATCH] for i in range(0, len(wanted), READ_BATCH)]
         found: dict[str, bytes] = {}
         read = await asyncio.gather(*(ctx.io(self._read, b) for b in batches))
         for batch, bodies in zip(batches, read, strict=True):

@@ -53,13 +53,13 @@ Install = tuple[str, FileEntry, Decision]
 
 
 class ReleasePass:
-    def __init__(self, ctx: PassContext, store: ContentStore) -> None:
+    def __init__(self, ctx: PassContext, store: ContentStore, requests_before: dict[str, int]) -> None:
         self._ctx = ctx
         self._store = store
         self._fetch = ReleaseFetcher(ctx, store)
         self._fetcher = Fetcher(ctx)
         self._gate = TrustGate(ctx)
-        self._requests_before = ctx.source.request_counts()
+        self._requests_before = requests_before  # run_pass's: the whole pass's requests are reported
         self._started = time.monotonic()
         self._installing = False
 

@@ -20,7 +20,7 @@ from dagmirror.engine.listing import Batch, Lister
 from dagmirror.engine.planner import Job, Planner
 from dagmirror.engine.releasepass import ReleasePass
 from dagmirror.engine.tally import request_delta
-from dagmirror.errors import DagmirrorError, PassFailed, ReleaseError
+from dagmirror.errors import DagmirrorError, PassFailed, ReleaseError, first_leaf
 from dagmirror.manifest import pointer_key
 from dagmirror.models import SyncReport
 from dagmirror.pool import WorkerPool
@@ -33,7 +33,7 @@ async def run_pass(ctx: PassContext, store: ContentStore) -> SyncReport:
     else the listing, exactly as in objects mode; releases: a prefix without a pointer fails the pass."""
     before = ctx.source.request_counts()
     if ctx.config.mode != "objects":
-        report = await ReleasePass(ctx, store).run()
+        report = await ReleasePass(ctx, store, before).run()
         if report is not None:
             return report
         if ctx.config.mode == "releases" or ctx.config.switch == "symlink" or ctx.config.trust is not None:
@@ -51,10 +51,10 @@ class SyncPass:
     """The listing pass (objects mode). `requests_before`: the counts at the start of the whole pass, so a
     release pointer probed first (auto mode) is in the report too."""
 
-    def __init__(self, ctx: PassContext, requests_before: dict[str, int] | None = None) -> None:
+    def __init__(self, ctx: PassContext, requests_before: dict[str, int]) -> None:
         self._ctx = ctx
         self._fetcher = Fetcher(ctx)
-        self._requests_before = ctx.source.request_counts() if requests_before is None else requests_before
+        self._requests_before = requests_before
 
     async def run(self) -> SyncReport:
         ctx = self._ctx
@@ -76,7 +76,8 @@ class SyncPass:
                 checkpoints.cancel()
         except* DagmirrorError as group:
             await self._save_state()
-            cause = _first_leaf(group)
+            cause = first_leaf(group)
+            assert isinstance(cause, DagmirrorError)  # the except* clause caught only those
             raise PassFailed(f"pass aborted, nothing deleted: {cause}", cause) from None
         guard, tombstones = await Deleter(ctx).run(planner.claims.files, listed_any=lister.listed_any)
         await self._fetcher.install_deferred(guard)
@@ -107,12 +108,3 @@ class SyncPass:
             await asyncio.sleep(self._ctx.config.checkpoint_interval)
             if self._ctx.ledger.dirty:
                 await self._save_state()
-
-
-def _first_leaf(group: BaseExceptionGroup[DagmirrorError]) -> DagmirrorError:
-    """Stage groups nest (the lister has its own TaskGroup): the first real error is the cause."""
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    assert isinstance(first, DagmirrorError)
-    return first

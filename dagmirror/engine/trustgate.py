@@ -90,8 +90,13 @@ class TrustGate:
 
     def _verify(self, checked: CheckedManifest) -> None:
         assert self.policy is not None
-        paths = [*checked.manifest.files, *(r.key.removeprefix(self._ctx.prefix) for r in checked.rejections)]
-        check_manifest(self.policy, checked.payload, checked.manifest.signatures, paths, checked.release_id)
+        verify_manifest(self.policy, checked, self._ctx.prefix)
 
     def expires(self, pointer: Pointer) -> float | None:
         return pointer.expires if self.policy is not None else None
+
+
+def verify_manifest(policy: TrustPolicy, checked: CheckedManifest, prefix: str) -> None:
+    """Untrusted unless `policy`'s keys signed the manifest for every path it names (the refused ones too)."""
+    paths = [*checked.manifest.files, *(r.key.removeprefix(prefix) for r in checked.rejections)]
+    check_manifest(policy, checked.payload, checked.manifest.signatures, paths, checked.release_id)
