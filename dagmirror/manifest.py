@@ -33,6 +33,7 @@ from dagmirror.models import Rejection
 from dagmirror.trust import payload_of
 
 ROOT = "metadata/releases/"
+POINTERS = f"{ROOT}pointers/"  # <POINTERS><env prefix>pointer.json, one per environment
 MANIFEST_FORMAT = "dagmirror.manifest/1"
 POINTER_FORMAT = "dagmirror.pointer/1"
 MAX_MANIFEST_BYTES = 256 << 20  # 1M files of long paths fit; a hostile pointer cannot make us read more
@@ -63,7 +64,7 @@ PROBE_KEY = f"{ROOT}conditional-write-probe"
 
 def pointer_key(prefix: str) -> str:
     """The pointer of the environment a mirror of s3://B/<prefix> follows (prefix '' or ending in '/')."""
-    return f"{ROOT}pointers/{prefix}pointer.json"
+    return f"{POINTERS}{prefix}pointer.json"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+# How far a body read by its listed size may outgrow it before the read is abandoned: room for an object
+# rewritten between the LIST and the GET, while a server sending a huge body for a small key costs at most
+# this much memory. The mirror's fetcher and every deploy read allow the same.
+BODY_ROOM = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class RemoteObject:

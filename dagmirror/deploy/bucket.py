@@ -9,15 +9,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from dagmirror.config.deploy import DeployConfig
-from dagmirror.models import FetchedObject, StoredObject
+from dagmirror.errors import PreconditionFailed, ReleaseError
+from dagmirror.manifest import body_key, sha256_hex
+from dagmirror.models import BODY_ROOM, FetchedObject, StoredObject
 from dagmirror.pool import bounded_map
 from dagmirror.retry import Sleep, retrying
 from dagmirror.source import DeployStore, LiveObject, ObjectHead
 
 T = TypeVar("T")
-# How far a body read by its listed size may outgrow it (an object rewritten between the LIST and the GET)
-# before the read is abandoned; the engine's fetcher allows the same.
-SIZE_ROOM = 1 << 20
 R = TypeVar("R")
 
 
@@ -64,9 +63,20 @@ class Bucket:
         store = await self.store()
         return await self.retry(lambda: store.list_live(prefix))
 
-    async def list_keys(self, prefix: str) -> tuple[str, ...]:
+    async def create(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> None:
+        """Write an immutable, content-addressed object; one that exists already holds the same bytes."""
         store = await self.store()
-        return await self.retry(lambda: store.list_keys(prefix))
+        try:
+            await self.retry(lambda: store.put(key, body, metadata=metadata, if_none_match="*"))
+        except PreconditionFailed:
+            return
+
+    async def read_body(self, digest: str, size: int) -> bytes:
+        """The release body `digest` (listed `size` bytes), checked against its SHA-256."""
+        body = (await self.get_version(body_key(digest), None, max_bytes=size + BODY_ROOM)).body
+        if sha256_hex(body) != digest:
+            raise ReleaseError(f"body {digest} in the bucket does not match its SHA-256")
+        return body
 
     async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
         store = await self.store()

@@ -82,7 +82,7 @@ class Deployer:
 
         async def read(record: StoredObject) -> dict[str, Any]:
             if record.size > MAX_RECORD_BYTES:  # listed as unreadable, never read
-                return summary(b"", record.key, size=record.size)
+                return summary(b"", record.key, oversized=True)
             fetched = await self._bucket.get_version(record.key, None, max_bytes=MAX_RECORD_BYTES)
             return summary(fetched.body, record.key)
 

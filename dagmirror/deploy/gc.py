@@ -25,13 +25,19 @@ from typing import Any
 
 from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.gcplan import GcPlan, ReleaseRefs, count_kinds, decide, kind_of, read_refs
-from dagmirror.errors import DagmirrorError, ObjectVanished, PreconditionFailed, ReleaseError, SourceError
-from dagmirror.manifest import MAX_MANIFEST_BYTES, MAX_POINTER_BYTES, ROOT, manifest_key, parse_pointer
+from dagmirror.errors import DagmirrorError, ObjectVanished, ReleaseError, SourceError
+from dagmirror.manifest import (
+    MAX_MANIFEST_BYTES,
+    MAX_POINTER_BYTES,
+    POINTERS,
+    ROOT,
+    manifest_key,
+    parse_pointer,
+)
 from dagmirror.models import StoredObject
 
 MAX_ATTEMPTS = 3
 HELD_BYTES = 256 << 20  # manifests gc deletes are kept in memory up to this much, to put back (module doc)
-POINTERS = f"{ROOT}pointers/"
 
 
 class GcAborted(DagmirrorError):
@@ -124,18 +130,20 @@ class Collector:
         objects = await self.bucket.list_stamped(ROOT)
         manifests = [name for o in objects if (k := kind_of(o.key))[0] == "manifest" for name in [k[1]]]
         read = await self.bucket.pool(manifests, self._read_manifest)
-        releases = {rid: got[0] for rid, got in zip(manifests, read, strict=True) if isinstance(got, tuple)}
+        releases: dict[str, ReleaseRefs] = {}
         held: dict[str, bytes] = {}
+        unreadable: list[str] = []
         for rid, got in zip(manifests, read, strict=True):
-            if isinstance(got, tuple) and sum(map(len, held.values())) + len(got[1]) <= HELD_BYTES:
-                held[rid] = got[1]
-        unreadable = tuple(
-            f"{rid}: {why}" for rid, why in zip(manifests, read, strict=True) if isinstance(why, str)
-        )
+            if isinstance(got, str):
+                unreadable.append(f"{rid}: {got}")
+            elif got is not None:
+                releases[rid] = got[0]
+                if sum(map(len, held.values())) + len(got[1]) <= HELD_BYTES:
+                    held[rid] = got[1]
         for prefix, release in pointers.items():
             if release in manifests and release not in releases:
                 raise ReleaseError(f"the current release {release} of {prefix} has an unreadable manifest")
-        return _View(objects, pointers, releases, unreadable, held)
+        return _View(objects, pointers, releases, tuple(unreadable), held)
 
     async def _read_manifest(self, release: str) -> tuple[ReleaseRefs, bytes] | str | None:
         """The manifest's references and bytes; a one-line reason when it is unreadable; None when gone."""
@@ -227,13 +235,10 @@ class Collector:
         return tuple(damaged), restored
 
     async def _put_back(self, release: str, view: _View) -> bool:
-        store = await self.bucket.store()
+        """Create the manifest again (someone putting it back first wrote the same bytes: its name is their
+        SHA-256); False when the write fails."""
         try:
-            await self.bucket.retry(
-                lambda: store.put(manifest_key(release), view.manifests[release], if_none_match="*")
-            )
-        except PreconditionFailed:
-            return True  # someone put it back first: the same bytes (its name is their SHA-256)
+            await self.bucket.create(manifest_key(release), view.manifests[release])
         except SourceError:
             return False
         return True

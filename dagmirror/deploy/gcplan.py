@@ -27,10 +27,9 @@ from typing import Any
 import orjson
 
 from dagmirror.errors import ReleaseError
-from dagmirror.manifest import MANIFEST_FORMAT, MAX_MANIFEST_BYTES, ROOT, sha256_hex
+from dagmirror.manifest import MANIFEST_FORMAT, MAX_MANIFEST_BYTES, POINTERS, ROOT, sha256_hex
 from dagmirror.models import StoredObject
 
-POINTERS = f"{ROOT}pointers/"
 _BODY = re.compile(rf"^{re.escape(ROOT)}bodies/sha256/([0-9a-f]{{2}})/([0-9a-f]{{64}})$")
 _MANIFEST = re.compile(rf"^{re.escape(ROOT)}manifests/([0-9a-f]{{64}})\.json$")
 _ARCHIVE = re.compile(rf"^{re.escape(ROOT)}archives/([0-9a-f]{{64}})\.tar\.zst$")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dagmirror.archive import read_archive, write_archive
-from dagmirror.deploy.bucket import SIZE_ROOM, Bucket
+from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.release import Current, Tree, changed, rebase
 from dagmirror.errors import ConfigError, ObjectVanished, PreconditionFailed, ReleaseConflict, ReleaseError
 from dagmirror.manifest import (
@@ -32,6 +32,7 @@ from dagmirror.manifest import (
     pointer_key,
     sha256_hex,
 )
+from dagmirror.models import BODY_ROOM
 from dagmirror.source import LiveObject
 from dagmirror.trust import Signing
 from dagmirror.verify import xxh3_hex
@@ -96,7 +97,7 @@ class Publisher:
         """No release yet: the environment's live plain files, each read once, are the current tree."""
         paths = sorted(live)
         fetched = await self.bucket.pool(
-            paths, lambda p: self.bucket.get_version(live[p].key, None, max_bytes=live[p].size + SIZE_ROOM)
+            paths, lambda p: self.bucket.get_version(live[p].key, None, max_bytes=live[p].size + BODY_ROOM)
         )
         bodies = {sha256_hex(f.body): f.body for f in fetched}
         files = {p: FileEntry(sha256_hex(f.body), len(f.body)) for p, f in zip(paths, fetched, strict=True)}
@@ -201,26 +202,14 @@ class Publisher:
             known |= read_archive(previous, base.files, sum(e.size for e in base.files.values()))
         lacking = sorted({e.sha256 for e in files.values()} - known.keys())
         sizes = {e.sha256: e.size for e in files.values()}
-        read = await self.bucket.pool(lacking, lambda digest: self._body(digest, sizes[digest]))
+        read = await self.bucket.pool(lacking, lambda digest: self.bucket.read_body(digest, sizes[digest]))
         known |= dict(zip(lacking, read, strict=True))
         archive = write_archive({p: known[e.sha256] for p, e in files.items()})
         await self._create(archive_key(release), archive)
         return len(archive)
 
-    async def _body(self, digest: str, size: int) -> bytes:
-        body = (await self.bucket.get_version(body_key(digest), None, max_bytes=size + SIZE_ROOM)).body
-        if sha256_hex(body) != digest:
-            raise ReleaseError(f"body {digest} in the bucket has SHA-256 {sha256_hex(body)}")
-        return body
-
     async def _create(self, key: str, body: bytes, *, xxh3: bool = False) -> None:
-        """Write an immutable, content-addressed object; one that exists already holds the same bytes."""
-        store = await self.bucket.store()
-        meta = {"xxh3": xxh3_hex(body)} if xxh3 else None
-        try:
-            await self.bucket.retry(lambda: store.put(key, body, metadata=meta, if_none_match="*"))
-        except PreconditionFailed:
-            return
+        await self.bucket.create(key, body, metadata={"xxh3": xxh3_hex(body)} if xxh3 else None)
 
     async def _swap(self, pointer: Pointer, base: Current) -> Current | None:
         """The compare-and-swap: None when the pointer now names `pointer`, else the release that won."""

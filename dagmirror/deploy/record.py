@@ -229,12 +229,12 @@ def _typed(value: object, kind: type[T]) -> T:
     return value
 
 
-def summary(body: bytes, key: str, *, size: int | None = None) -> dict[str, Any]:
+def summary(body: bytes, key: str, *, oversized: bool = False) -> dict[str, Any]:
     """One line of `history`: who deployed what, when, and what it changed, every field of its type (a
     record is whatever a bucket writer put there). Unreadable records are listed with an error rather
-    than hiding the others; one over MAX_RECORD_BYTES (`size`, from the listing) is not read at all."""
+    than hiding the others; one over MAX_RECORD_BYTES (`oversized`: by the listing) is not read at all."""
     deploy_id = deploy_id_of(key)
-    if size is not None or len(body) > MAX_RECORD_BYTES:
+    if oversized or len(body) > MAX_RECORD_BYTES:
         return {
             "deploy_id": deploy_id,
             "key": key,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dagmirror.config.deploy import DeployConfig
-from dagmirror.deploy.bucket import SIZE_ROOM, Bucket
+from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.local import git_info, read_local
 from dagmirror.deploy.plan import Origin, Wanted, live_by_path
 from dagmirror.deploy.publish import Publisher
@@ -28,9 +28,10 @@ from dagmirror.deploy.record import (
     wanted_from_record,
 )
 from dagmirror.deploy.validate import compile_problems, key_problems
-from dagmirror.errors import ConfigError, DagmirrorError
+from dagmirror.errors import ConfigError, DagmirrorError, ReleaseError
 from dagmirror.keys import PathFilter
-from dagmirror.manifest import FileEntry, body_key, sha256_hex
+from dagmirror.manifest import FileEntry, body_key
+from dagmirror.models import BODY_ROOM
 from dagmirror.source import LiveObject
 from dagmirror.verify import verify, xxh3_hex
 
@@ -215,9 +216,10 @@ async def _source_release(
 
     async def fetch(item: tuple[str, FileEntry]) -> Wanted | str:
         path, entry = item
-        body = (await bucket.get_version(body_key(entry.sha256), None, max_bytes=entry.size + SIZE_ROOM)).body
-        if sha256_hex(body) != entry.sha256:
-            return f"{path}: body {entry.sha256} in the bucket does not match its SHA-256"
+        try:
+            body = await bucket.read_body(entry.sha256, entry.size)
+        except ReleaseError as exc:
+            return f"{path}: {exc}"
         origin = Origin(body_key(entry.sha256), None)
         return Wanted(path, len(body), _md5(body), xxh3_hex(body), body, origin)
 
@@ -238,7 +240,7 @@ async def _fetch_verified(bucket: Bucket, item: tuple[str, LiveObject]) -> Wante
     store = await bucket.store()
 
     async def once() -> Wanted:  # a body that fails its check is fetched again, like a failed request
-        fetched = await store.get_version(obj.key, obj.version_id, max_bytes=obj.size + SIZE_ROOM)
+        fetched = await store.get_version(obj.key, obj.version_id, max_bytes=obj.size + BODY_ROOM)
         digest = verify(fetched)
         body = fetched.body
         return Wanted(path, len(body), _md5(body), digest, body, Origin(obj.key, obj.version_id))

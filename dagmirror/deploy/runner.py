@@ -15,7 +15,7 @@ from typing import Any
 
 from dagmirror.config.deploy import DeployConfig, EnvPolicy
 from dagmirror.deploy.airflow import dag_problems, parse_with_airflow
-from dagmirror.deploy.bucket import SIZE_ROOM, Bucket
+from dagmirror.deploy.bucket import Bucket
 from dagmirror.deploy.plan import DeployPlan, Op, Step, live_after, live_by_path, plan_deploy, settle
 from dagmirror.deploy.publish import About, Published, Publisher
 from dagmirror.deploy.record import DeployReport, new_deploy_id, planned_results
@@ -24,6 +24,7 @@ from dagmirror.deploy.request import DeployRequest
 from dagmirror.deploy.validate import budget_problems, collision_problems
 from dagmirror.deploy.writer import Writer
 from dagmirror.errors import DeployRefused, GuardRefused
+from dagmirror.models import BODY_ROOM
 from dagmirror.source import DeployStore, LiveObject
 from dagmirror.trust import Signing
 from dagmirror.verify import verify
@@ -176,7 +177,7 @@ class Pipeline:
 
         async def fetch(path: str) -> bytes:
             obj = await self.bucket.get_version(
-                prefix + path, live[path].version_id, max_bytes=live[path].size + SIZE_ROOM
+                prefix + path, live[path].version_id, max_bytes=live[path].size + BODY_ROOM
             )
             verify(obj)
             return obj.body

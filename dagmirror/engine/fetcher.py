@@ -9,13 +9,9 @@ from dataclasses import dataclass, replace
 from dagmirror.engine.context import PassContext
 from dagmirror.engine.planner import Job
 from dagmirror.errors import DagmirrorError, InstallError, ObjectVanished, PathBlocked
-from dagmirror.models import FetchedObject, Installed, NotModified, StateEntry
+from dagmirror.models import BODY_ROOM, FetchedObject, Installed, NotModified, StateEntry
 from dagmirror.source import ObjectSource
 from dagmirror.verify import verify
-
-# How far a body may outgrow its listed size before the GET is abandoned: room for an object rewritten
-# between LIST and GET, while a server sending a huge body for a small key costs at most this much memory.
-BODY_ROOM = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)

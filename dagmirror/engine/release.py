@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from dagmirror.archive import read_archive
 from dagmirror.bodies import ContentStore
 from dagmirror.engine.context import PassContext
-from dagmirror.engine.fetcher import BODY_ROOM
 from dagmirror.errors import DagmirrorError, IntegrityError, ObjectVanished, ReleaseError
 from dagmirror.manifest import (
     MAX_MANIFEST_BYTES,
@@ -32,7 +31,7 @@ from dagmirror.manifest import (
     parse_pointer,
     pointer_key,
 )
-from dagmirror.models import FetchedObject, NotModified
+from dagmirror.models import BODY_ROOM, FetchedObject, NotModified
 from dagmirror.plan import archive_is_cheaper
 from dagmirror.pool import bounded_map
 

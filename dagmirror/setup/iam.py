@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dagmirror.errors import ConfigError
-from dagmirror.manifest import PROBE_KEY, ROOT
+from dagmirror.manifest import POINTERS, PROBE_KEY, ROOT
 
 Role = Literal["mirror", "deployer", "admin"]
 ROLES: tuple[Role, ...] = ("mirror", "deployer", "admin")
@@ -31,7 +31,6 @@ SID_PREFIX = "Dagmirror"
 FLEET = "metadata/fleet/"
 SYNC_LOGS = "metadata/sync-logs/"
 DEPLOYS = "metadata/deploys/"
-POINTERS = f"{ROOT}pointers/"
 # Shared by every environment: addressed by SHA-256, so a reader needs the id from its own pointer first.
 SHARED_RELEASE_OBJECTS = (f"{ROOT}manifests/", f"{ROOT}archives/", f"{ROOT}bodies/")
 _ENV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as config/deploy.py: no '*', '?', '$', '/'

@@ -103,10 +103,6 @@ class DeployStore(ObjectSink, Protocol):
         """The current version of every key under `prefix` (deleted keys left out), sorted by key."""
         ...
 
-    async def list_keys(self, prefix: str) -> tuple[str, ...]:
-        """Every key under `prefix`, sorted."""
-        ...
-
     async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
         """Every current object under `prefix` with its size and LastModified (ListObjectsV2), sorted."""
         ...

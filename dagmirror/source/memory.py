@@ -181,9 +181,6 @@ class MemoryStore:
             if key.startswith(prefix) and (v := self.history[key][-1]).body is not None
         )
 
-    async def list_keys(self, prefix: str) -> tuple[str, ...]:
-        return tuple(o.key for o in await self.list_live(prefix))
-
     async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
         self._enter("LIST", prefix)
         return tuple(

@@ -124,9 +124,6 @@ class S3Store:
             params["KeyMarker"] = resp.get("NextKeyMarker", "")
             params["VersionIdMarker"] = resp.get("NextVersionIdMarker", "")
 
-    async def list_keys(self, prefix: str) -> tuple[str, ...]:
-        return tuple(o.key for o in await self.list_stamped(prefix))
-
     async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]:
         """ListObjectsV2, paginated, keeping size and LastModified (for `gc`'s grace period)."""
         found: list[StoredObject] = []
