@@ -130,6 +130,9 @@ class EventTrigger:
         self._deletable: list[str] = []
         self._flush = asyncio.Event()
 
+    def _backoff(self, failures: int) -> float:
+        return min(self._max_backoff, 2.0**failures)
+
     def after_pass(self, mapping: str, number: int, pass_id: str, report: SyncReport) -> None:
         """Called by a mapping's runner after its pass `number` (counted from 1) succeeded."""
         self.pass_succeeded(mapping, number)
@@ -188,7 +191,7 @@ class EventTrigger:
             except DagmirrorError as exc:  # SourceError, or a ConfigError opening the queue
                 failures += 1
                 self._metrics.queue_errors.labels("receive").inc()
-                delay = min(self._max_backoff, 2.0**failures)
+                delay = self._backoff(failures)
                 log.warning("events: cannot receive, polling only; retry in %.0fs: %s", delay, exc)
                 await sleep_or_wake(delay, stop, self._sleep)
                 continue
@@ -227,7 +230,7 @@ class EventTrigger:
                     log.warning("events: cannot delete %d message(s), will retry: %s", len(batch), exc)
                     if stop.is_set():
                         return
-                    await self._sleep(min(self._max_backoff, 2.0**failures))
+                    await self._sleep(self._backoff(failures))
                     continue
                 failures = 0
                 del self._deletable[: len(batch)]

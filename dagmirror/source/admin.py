@@ -18,10 +18,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dagmirror.config import MirrorConfig, S3Url, redact_url
-from dagmirror.errors import SourceConfigError, SourceError
+from dagmirror.errors import ObjectVanished, SourceConfigError, SourceError
+from dagmirror.manifest import MAX_POINTER_BYTES
 from dagmirror.source._translate import RequestCounter, Translator, request_deadline
 from dagmirror.source.credentials import sdk_session
-from dagmirror.source.sdk import open_client, sdk_error
+from dagmirror.source.sdk import get_object, open_client, sdk_error
 
 # What S3 answers when a configuration was never set: read as "nothing".
 _ABSENT = frozenset(
@@ -175,15 +176,13 @@ class S3Admin:
             (await self._call("LIST", "list_objects_v2", Prefix=prefix, MaxKeys=1000)).get("KeyCount", 0)
         )
 
-    async def read(self, key: str) -> bytes | None:
+    async def read(self, key: str, max_bytes: int = MAX_POINTER_BYTES) -> bytes | None:
+        """The object at `key` (at most `max_bytes`: doctor reads only a release pointer), None if absent."""
         try:
-            resp = await self._call("GET", "get_object", Key=key)
-        except SourceError as exc:
-            if exc.code == "NoSuchKey":
-                return None
-            raise
-        async with resp["Body"] as body:
-            return bytes(await body.read())
+            async with self._translator.request("GET", key, self._deadline):
+                return (await get_object(self._client, self._bucket, key, max_bytes=max_bytes)).body
+        except ObjectVanished:
+            return None
 
     async def probe_write(self, key: str) -> Literal["denied", "allowed"]:
         """Whether a PutObject of `key` would be authorised, without writing: the PUT carries If-Match of an

@@ -12,7 +12,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
 from dagmirror.config import redact_url
-from dagmirror.errors import SourceConfigError, SourceError
+from dagmirror.errors import SourceConfigError, SourceError, printable
 from dagmirror.source._translate import RequestCounter, Translator, first_line
 from dagmirror.source.credentials import sdk_session
 from dagmirror.source.queue import QueueMessage
@@ -100,10 +100,12 @@ class SqsQueue:
         failed = resp.get("Failed", ())
         if failed and len(failed) == len(entries):
             first = failed[0]
+            code = printable(str(first.get("Code", "")), 64)
+            message = printable(str(first.get("Message", "")), 300)
             raise SourceError(
-                f"DeleteMessageBatch {redact_url(self._url)}: {first.get('Code')}: {first.get('Message')}",
+                f"DeleteMessageBatch {redact_url(self._url)}: {code}: {message}",
                 transient=not first.get("SenderFault", False),
-                code=str(first.get("Code", "")),
+                code=code,
             )
 
     def request_counts(self) -> dict[str, int]:

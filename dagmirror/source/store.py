@@ -21,7 +21,7 @@ from dagmirror.errors import ObjectVanished, PreconditionFailed, SourceError, So
 from dagmirror.models import FetchedObject, StoredObject
 from dagmirror.source import Copied, LiveObject, ObjectHead
 from dagmirror.source._translate import RequestCounter, Translator, first_line, request_deadline
-from dagmirror.source._wire import strip_etag
+from dagmirror.source._wire import check_page_entries, next_token, strip_etag
 from dagmirror.source.credentials import sdk_session
 from dagmirror.source.sdk import get_object, open_client, sdk_error
 
@@ -131,16 +131,15 @@ class S3Store:
         while True:
             async with self._translator.request("LIST", prefix, self._deadline):
                 resp = await self._client.list_objects_v2(**params)
+                token = next_token(bool(resp.get("IsTruncated")), resp.get("NextContinuationToken"))
+                check_page_entries(len(resp.get("Contents", ())))
+                found += [
+                    StoredObject(o["Key"], int(o.get("Size", 0)), o["LastModified"].timestamp())
+                    for o in resp.get("Contents", ())
+                ]
             self._counter.add("LIST")
-            found += [
-                StoredObject(o["Key"], int(o.get("Size", 0)), o["LastModified"].timestamp())
-                for o in resp.get("Contents", ())
-            ]
-            token = resp.get("NextContinuationToken")
-            if not resp.get("IsTruncated"):
+            if token is None:
                 return tuple(sorted(found, key=lambda o: o.key))
-            if not token:  # would restart from the top forever
-                raise SourceUnavailable(f"LIST s3://{self._bucket}/{prefix}: truncated without a token")
             params["ContinuationToken"] = token
 
     async def get_version(
