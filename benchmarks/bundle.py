@@ -25,14 +25,14 @@ import statistics
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks.deploy_latency import server
 from dagmirror.devtools.corpus import create_bucket, synthetic_corpus, upload
 from dagmirror.devtools.proxy import S3Proxy
-from dagmirror.devtools.servers import S3Server, moto_server, s3_client, s3_env, seaweedfs_server
+from dagmirror.devtools.servers import s3_client, s3_env
 from tests.airflow_env import bundle_python
 from tests.releases import publish_to
 
@@ -121,16 +121,6 @@ def requests(counts: dict[str, int]) -> int:
     return sum(n for key, n in counts.items() if " " not in key)
 
 
-@contextlib.contextmanager
-def server(name: str, workdir: Path) -> Iterator[S3Server]:
-    if name == "moto":
-        with moto_server() as s:
-            yield s
-    else:
-        with seaweedfs_server(workdir / "seaweedfs") as s:
-            yield s
-
-
 def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
     by_tool = {r["tool"]: r for r in results}
     s3 = by_tool.get("s3")
@@ -161,7 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         contextlib.ExitStack() as stack,
     ):
         workdir = Path(tmp)
-        s = stack.enter_context(server(args.server, workdir))
+        s = stack.enter_context(server(args.server, workdir / "seaweedfs"))
         proxy = stack.enter_context(S3Proxy(s.endpoint_url))
         client = s3_client(s.endpoint_url)
         for files in args.files:

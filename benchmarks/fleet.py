@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import random
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from benchmarks.deploy_latency import percentile
 from dagmirror import Mirror, MirrorConfig
 from dagmirror.config import Mapping, ServiceConfig
 from dagmirror.config.service import OBJECTS_INTERVAL, RELEASES_INTERVAL
@@ -153,12 +153,11 @@ async def until(predicate: Callable[[], bool], seconds: float, what: str) -> Non
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-    return {"p50": round(pick(0.5), 3), "p99": round(pick(0.99), 3), "max": round(ordered[-1], 3)}
+    return {
+        "p50": round(percentile(samples, 50), 3),
+        "p99": round(percentile(samples, 99), 3),
+        "max": round(max(samples), 3),
+    }
 
 
 async def converge(

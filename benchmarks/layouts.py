@@ -18,16 +18,15 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from benchmarks.deploy_latency import server
 from dagmirror import Mirror, MirrorConfig
 from dagmirror.devtools.corpus import create_bucket, synthetic_corpus, upload
-from dagmirror.devtools.servers import S3Server, moto_server, s3_client, seaweedfs_server
+from dagmirror.devtools.servers import S3Server, s3_client
 from tests.helpers import sdk_credentials
 
 BODY = b"x = 1\n" * 20
@@ -87,12 +86,6 @@ def measure(server: S3Server, name: str, files: dict[str, bytes], workdir: Path,
     return out
 
 
-@contextmanager
-def server(kind: str, workdir: Path) -> Iterator[S3Server]:
-    with seaweedfs_server(workdir / "weed") if kind == "seaweedfs" else moto_server() as s:
-        yield s
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| layout | files | LISTs flat (default) | LISTs fan-out depth 1 | bound ceil(N/1000)+2 "
@@ -117,7 +110,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, sdk_credentials(), server(args.server, Path(tmp)) as s:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        sdk_credentials(),
+        server(args.server, Path(tmp) / "weed") as s,
+    ):
         for name, files in layouts().items():
             if args.only and not any(o in name for o in args.only):
                 continue

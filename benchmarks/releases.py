@@ -21,6 +21,7 @@ import orjson
 from dagmirror.devtools.corpus import create_bucket, synthetic_corpus
 from dagmirror.devtools.proxy import S3Proxy
 from dagmirror.devtools.servers import S3Server
+from tests.helpers import write_tree
 
 from . import deploy_latency
 from .harness import Result, Sample, digest, run
@@ -44,13 +45,6 @@ def deploy_command(target: Target, src: Path) -> list[str]:
         "dagmirror", "deploy", str(src), "--env", ENV, "--root", str(src), "--bucket-url", bucket_url,
         "--concurrency", "64",
     )  # fmt: skip
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> None:
-    for rel, body in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
 
 
 def requests_per_poll(counts: dict[str, int], polls: int) -> float:

@@ -193,7 +193,7 @@ def _written(params: dict[str, Any], action: Callable[[Deployer], Awaitable[Depl
 
     async def act(deployer: Deployer) -> tuple[DeployReport, FleetView | None]:
         report = await action(deployer)
-        if wait is None or not waits(report):
+        if not waits(report):
             return report, None
         if not as_json:
             render.deploy_report(report, as_json)
@@ -206,7 +206,7 @@ def _written(params: dict[str, Any], action: Callable[[Deployer], Awaitable[Depl
         headline = f"{click.get_current_context().info_name} refused, nothing was written:"
         render.refused(headline, str(exc).splitlines(), code, as_json)
         sys.exit(code)
-    if wait is None or not waits(report):
+    if not waits(report):
         render.deploy_report(report, as_json)
         sys.exit(ExitCode.of_deploy(report))
     outcome = render_fleet.waited(view, report.env, wait, as_json)

@@ -113,7 +113,7 @@ def bucket_init(
     optional event notifications. A second run changes nothing; rules and statements that dagmirror did not
     add are never touched."""
     setup_logging(verbose)
-    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = _endpoint(endpoint_url)
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     spec = call(lambda: bucket_spec(url, endpoint, region, flags), verbose)
 
@@ -226,7 +226,7 @@ def doctor(
     """Check a set-up: credentials, region, clock, the bucket, releases, read and write access, DEST, and a
     running daemon. One line per check (ok / warn / fail, and the fix); exit 1 when any check failed."""
     setup_logging(verbose)
-    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = _endpoint(endpoint_url)
     region = region or os.environ.get("AWS_REGION")
     request = call(lambda: DoctorRequest(S3Url.parse(source), dest, role, readyz_url), verbose)
 
@@ -253,3 +253,8 @@ def doctor(
                 f"{c.status:<4}  {c.name}: {shown(c.detail)}" + (f"  -> fix: {c.fix}" if c.fix else "")
             )
     sys.exit(ExitCode.FAILED if failed(found) else ExitCode.OK)
+
+
+def _endpoint(flag: str | None) -> str | None:
+    """--endpoint-url, else $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL (as `sync` reads them)."""
+    return flag or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

@@ -31,7 +31,7 @@ from dagmirror.retry import RetryPolicy
 SANDBOXES = ("bwrap", "none")  # deploy/sandbox.py
 DEFAULT_ENVIRONMENTS = ("dev", "staging", "production")
 DEFAULT_EXCLUDE = ("*.pyc",)  # `.git/` and `__pycache__/` folders are never walked at all
-_ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 KEYS: dict[str, type] = {
     "bucket_url": str,
@@ -166,7 +166,7 @@ def _build(
         bucket = _try(lambda: S3Url.parse(values["bucket_url"]), "bucket_url", errors)
     environments = tuple(values.get("environments", DEFAULT_ENVIRONMENTS))
     for name in environments:
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.match(name):
             errors.append(f"environments: {name!r} is not a plain folder name (letters, digits, . _ -)")
     if not environments or len(set(environments)) != len(environments):
         errors.append(f"environments: must be a non-empty list of distinct names, got {list(environments)}")

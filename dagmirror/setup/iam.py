@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dagmirror.config.deploy import ENV_NAME  # no '*', '?', '$', '/': nothing widens a grant
 from dagmirror.errors import ConfigError
 from dagmirror.manifest import POINTERS, PROBE_KEY, ROOT
 
@@ -33,7 +34,6 @@ SYNC_LOGS = "metadata/sync-logs/"
 DEPLOYS = "metadata/deploys/"
 # Shared by every environment: addressed by SHA-256, so a reader needs the id from its own pointer first.
 SHARED_RELEASE_OBJECTS = (f"{ROOT}manifests/", f"{ROOT}archives/", f"{ROOT}bodies/")
-_ENV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as config/deploy.py: no '*', '?', '$', '/'
 _VPCE = re.compile(r"^vpce-[0-9a-z]{1,32}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 BUCKET_READ = ("s3:GetBucketLocation", "s3:GetBucketVersioning")
@@ -95,7 +95,7 @@ def _problems(
     problems += [
         f"invalid environment name {e!r} (letters, digits, . _ -)"
         for e in (*envs, *read_envs)
-        if not _ENV.match(e)
+        if not ENV_NAME.match(e)
     ]
     if role in ("mirror", "deployer") and not envs:
         problems.append(f"a {role} needs at least one --env")
@@ -106,7 +106,7 @@ def _problems(
     if vpce is not None and not _VPCE.match(vpce):
         problems.append(f"invalid VPC endpoint id {vpce!r} (vpce-...)")
     parts = root.strip("/").split("/")
-    if not root.strip("/") or any(not _ENV.match(p) for p in parts):
+    if not root.strip("/") or any(not ENV_NAME.match(p) for p in parts):
         problems.append(f"invalid DAGs root {root!r} (e.g. dags/)")
     return problems
 
