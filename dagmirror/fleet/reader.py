@@ -17,7 +17,7 @@ from dagmirror.config import DeployConfig
 from dagmirror.errors import DagmirrorError, ObjectVanished
 from dagmirror.fleet.converge import FleetView, Seen, Target, judge
 from dagmirror.fleet.status import MAX_STATUS_BYTES, StatusError, instance_of, parse_status, status_prefix
-from dagmirror.manifest import Pointer, parse_pointer, pointer_key
+from dagmirror.manifest import MAX_POINTER_BYTES, Pointer, parse_pointer, pointer_key
 from dagmirror.models import FetchedObject, StoredObject
 from dagmirror.pool import bounded_map
 from dagmirror.retry import Sleep, retrying
@@ -31,7 +31,9 @@ class StatusStore(Protocol):
 
     async def list_stamped(self, prefix: str) -> tuple[StoredObject, ...]: ...
 
-    async def get_version(self, key: str, version_id: str | None) -> FetchedObject: ...
+    async def get_version(
+        self, key: str, version_id: str | None, *, max_bytes: int | None = None
+    ) -> FetchedObject: ...
 
     async def aclose(self) -> None: ...
 
@@ -76,7 +78,7 @@ class FleetReader:
     async def pointer(self, prefix: str) -> Pointer | None:
         """The environment's current release, or None when it has none (deploys with --no-releases)."""
         try:
-            fetched = await self._get(pointer_key(prefix))
+            fetched = await self._get(pointer_key(prefix), MAX_POINTER_BYTES)
         except ObjectVanished:
             return None
         return parse_pointer(fetched.body, prefix=prefix)
@@ -95,7 +97,7 @@ class FleetReader:
         if listed.size > MAX_STATUS_BYTES:
             return Seen(instance, listed.modified, problem=f"larger than {MAX_STATUS_BYTES} bytes")
         try:
-            fetched = await self._get(listed.key)
+            fetched = await self._get(listed.key, MAX_STATUS_BYTES)  # rewritten larger since the LIST
         except ObjectVanished:  # deleted since the LIST: not an instance any more
             return None
         except DagmirrorError as exc:
@@ -106,9 +108,12 @@ class FleetReader:
             return Seen(instance, listed.modified, problem=str(exc))
         return Seen(instance, listed.modified, status)
 
-    async def _get(self, key: str) -> FetchedObject:
+    async def _get(self, key: str, max_bytes: int) -> FetchedObject:
+        """One retried GET of at most `max_bytes` (statuses and pointers are untrusted, and small)."""
         store = await self.store()
-        return await retrying(lambda: store.get_version(key, None), self.config.retry, sleep=self._sleep)
+        return await retrying(
+            lambda: store.get_version(key, None, max_bytes=max_bytes), self.config.retry, sleep=self._sleep
+        )
 
     async def store(self) -> StatusStore:
         """The store, opened on first use (the SDK loads only then)."""
