@@ -31,6 +31,21 @@ async def _keys(source: ObjectSource, prefix: str) -> list[str]:
             return keys
 
 
+async def get_all(source: ObjectSource, keys: list[str], concurrency: int) -> None:
+    """GET every key once, `concurrency` at a time."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for key in keys:
+        queue.put_nowait(key)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await source.get(queue.get_nowait(), if_none_match=None)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+
+
 async def main(mode: str, url: str) -> float:
     config = MirrorConfig.create(url, "/nonexistent", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     source = await open_source(config)
@@ -40,18 +55,8 @@ async def main(mode: str, url: str) -> float:
             await _keys(source, config.source.prefix)
             return time.perf_counter() - start
         keys = await _keys(source, config.source.prefix)
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        for key in keys:
-            queue.put_nowait(key)
-
-        async def worker() -> None:
-            while not queue.empty():
-                await source.get(queue.get_nowait(), if_none_match=None)
-
         start = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            for _ in range(config.concurrency):
-                group.create_task(worker())
+        await get_all(source, keys, config.concurrency)
         return time.perf_counter() - start
     finally:
         await source.aclose()

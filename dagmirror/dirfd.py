@@ -129,6 +129,23 @@ def write_temp(dir_fd: int, name: str, body: bytes, *, fsync: bool, meta: Path, 
         os.close(fd)
 
 
+def create_temp(dir_fd: int, name: str, body: bytes, meta: Path, root: Path) -> int:
+    """Create `name` in `dir_fd` (never over an existing file or link) and write `body`; its fd, still open
+    (the caller makes it durable and closes it). InstallError when either fails (nothing is left)."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_EXCL | META_FLAGS, 0o644, dir_fd=dir_fd)
+    except OSError as exc:
+        raise InstallError(f"cannot create temp file in {meta}: {exc.strerror}") from None
+    try:
+        write_all(fd, body)
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dir_fd)
+        raise InstallError(f"cannot write {len(body)} bytes under {root}: {exc.strerror}") from None
+    return fd
+
+
 class DirCache:
     """Directory fds the install threads share, so a pass walks each folder once instead of once per file.
 

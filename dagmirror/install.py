@@ -22,6 +22,7 @@ from dagmirror.dirfd import (
     Unsafe,
     cached_dir,
     check_target,
+    create_temp,
     digest_at,
     hashes_at,
     lstat_at,
@@ -147,29 +148,28 @@ class Tree:
     # -- writes ----------------------------------------------------------------------------------------------
     def install(self, path: str, body: bytes) -> LocalStat:
         """Write `body` to a temp file, fsync, rename it over `path`: readers see old or new, never torn."""
-        tmp_fd = self._require(self._tmp_fd)
-        temp = f"{self._temp_prefix}-{next(self._temp_numbers)}{TEMP_SUFFIX}"
-        try:
-            return self._install(tmp_fd, temp, path, body)
-        except OSError as exc:  # EACCES, EROFS, ENOSPC on mkdir...: one line for this key, the pass goes on
-            raise InstallError(f"cannot install '{path}': {exc.strerror or exc}") from None
+        (result,) = self.install_many([(path, body)])
+        if isinstance(result, InstallError):
+            raise result
+        return result
 
-    def _install(self, tmp_fd: int, temp: str, path: str, body: bytes) -> LocalStat:
+    def install_many(self, items: Sequence[tuple[str, bytes]]) -> list[LocalStat | InstallError]:
+        """`install` for each (path, body), in one call (see _Batch); a failure (InstallError, PathBlocked)
+        is that item's result, and the others go on."""
+        tmp_fd, journal_fd = self._require(self._tmp_fd), self._require(self._journal_fd)
+        names = [f"{self._temp_prefix}-{next(self._temp_numbers)}{TEMP_SUFFIX}" for _ in items]
+        return _Batch(self, tmp_fd, journal_fd).run(items, names)
+
+    def place(self, tmp_fd: int, temp: str, path: str) -> None:
+        """Rename the durable temp `temp` over `path` (walked without following links; a folder there is
+        PathBlocked)."""
+        parent, name = split_path(path)
+        dir_fd = self._dirs.acquire(parent, self._walk)
         try:
-            st = write_temp(tmp_fd, temp, body, fsync=self.fsync, meta=self.meta, root=self.root)
-            parent, name = split_path(path)
-            dir_fd = self._dirs.acquire(parent, self._walk)
-            try:
-                check_target(dir_fd, name, path)
-                os.write(self._require(self._journal_fd), path.encode("utf-8") + b"\n")
-                os.replace(temp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
-            finally:
-                self._dirs.release(parent, dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=tmp_fd)
-            raise
-        return LocalStat("file", st.st_size, st.st_mtime_ns, st.st_ino)
+            check_target(dir_fd, name, path)
+            os.replace(temp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
+        finally:
+            self._dirs.release(parent, dir_fd)
 
     def delete(self, path: str) -> bool:
         """Unlink a regular file or symlink at `path`; directories and unsafe parents are left alone."""
@@ -239,6 +239,90 @@ class Tree:
         if fd is None:
             raise InstallError("destination is not open for writing (call Tree.open first)")
         return fd
+
+
+class _Batch:
+    """One batch of installs: every temp is written, then all are made durable (fsynced one after the
+    other: the first commit carries most of the others), the journal names them in one append, and each is
+    renamed into place. No temp is renamed before it is durable, and none outlives the call."""
+
+    def __init__(self, tree: Tree, tmp_fd: int, journal_fd: int) -> None:
+        self._tree, self._tmp_fd, self._journal_fd = tree, tmp_fd, journal_fd
+
+    def run(self, items: Sequence[tuple[str, bytes]], names: list[str]) -> list[LocalStat | InstallError]:
+        tree, tmp_fd = self._tree, self._tmp_fd
+        results: list[LocalStat | InstallError | None] = [None] * len(items)
+        staged: list[_Staged] = []
+        try:
+            for i, ((path, body), temp) in enumerate(zip(items, names, strict=True)):
+                try:
+                    staged.append(
+                        _Staged(i, temp, path, create_temp(tmp_fd, temp, body, tree.meta, tree.root))
+                    )
+                except InstallError as exc:
+                    results[i] = exc
+            durable = [(item, self._durable(item, results)) for item in staged]
+            ready = [(item, st) for item, st in durable if st is not None]
+            if ready and (failed := self._journal([item.path for item, _ in ready])):
+                for item, _ in ready:
+                    results[item.index] = InstallError(f"cannot install '{item.path}': {failed}")
+                ready = []
+            for item, st in ready:
+                results[item.index] = self._place(item, st)
+        finally:
+            for item in staged:
+                item.close()
+                if not isinstance(results[item.index], LocalStat):  # never left behind
+                    with contextlib.suppress(OSError):
+                        os.unlink(item.temp, dir_fd=tmp_fd)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(items)  # every item has its outcome: staged ones from _durable or _place
+        return done
+
+    def _journal(self, paths: list[str]) -> str | None:
+        """One append names the whole batch before any of it is renamed; the reason when it could not."""
+        try:
+            os.write(self._journal_fd, "".join(f"{p}\n" for p in paths).encode("utf-8"))
+        except OSError as exc:
+            return f"journal: {exc.strerror or exc}"
+        return None
+
+    def _durable(self, item: _Staged, results: list[LocalStat | InstallError | None]) -> LocalStat | None:
+        """fsync (when asked) and stat a written temp, then close it; None when that failed (in `results`)."""
+        try:
+            if self._tree.fsync:
+                os.fsync(item.fd)
+            st = os.fstat(item.fd)
+        except OSError as exc:
+            why = f"cannot write {item.path!r} under {self._tree.root}: {exc.strerror}"
+            results[item.index] = InstallError(why)
+            return None
+        finally:
+            item.close()
+        return LocalStat("file", st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def _place(self, item: _Staged, st: LocalStat) -> LocalStat | InstallError:
+        try:
+            self._tree.place(self._tmp_fd, item.temp, item.path)
+        except InstallError as exc:  # PathBlocked too
+            return exc
+        except OSError as exc:  # EACCES, EROFS, ENOSPC on mkdir...: one line for this key, the pass goes on
+            return InstallError(f"cannot install '{item.path}': {exc.strerror or exc}")
+        return st
+
+
+class _Staged:
+    """A temp written for one install, its fd still open until it is made durable."""
+
+    __slots__ = ("fd", "index", "path", "temp")
+
+    def __init__(self, index: int, temp: str, path: str, fd: int) -> None:
+        self.index, self.temp, self.path, self.fd = index, temp, path, fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _private(parent_fd: int, path: Path) -> int:

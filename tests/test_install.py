@@ -96,3 +96,36 @@ def test_an_fd_in_use_is_closed_by_its_last_user_never_under_it(tmp_path: Path) 
     cache.clear()
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(again)  # ...until the cache is cleared
+
+
+def test_a_batch_installs_what_it_can_and_each_failure_is_that_files_own(dest: Path, tmp_path: Path) -> None:
+    t = Tree(dest)
+    t.open()
+    (dest / "blocked.py").mkdir()  # a folder where a file must go
+    (tmp_path / "outside").mkdir()
+    (dest / "linked").symlink_to(tmp_path / "outside")  # a symlink where a folder must be walked
+    (dest / "a.py").write_bytes(b"old")
+    items = [("a.py", b"new"), ("blocked.py", b"x"), ("linked/b.py", b"y"), ("d/c.py", b"z")]
+    results = t.install_many(items)
+    t.close()
+    assert [type(r).__name__ for r in results] == ["LocalStat", "PathBlocked", "InstallError", "LocalStat"]
+    assert "is a symlink" in str(results[2])
+    assert (dest / "a.py").read_bytes() == b"new"
+    assert (dest / "d/c.py").read_bytes() == b"z"
+    assert list((tmp_path / "outside").iterdir()) == []
+    assert leftover_temps(dest) == []
+    journal = (dest / ".dagmirror" / "journal").read_text().split()
+    assert journal == ["a.py", "blocked.py", "linked/b.py", "d/c.py"]  # named before any rename
+
+
+def test_a_batch_whose_journal_cannot_be_written_installs_nothing(dest: Path) -> None:
+    t = Tree(dest)
+    t.open()
+    assert t._journal_fd is not None
+    os.close(t._journal_fd)
+    t._journal_fd = os.open(os.devnull, os.O_RDONLY)  # every append fails (EBADF)
+    results = t.install_many([("a.py", b"1"), ("b.py", b"2")])
+    t.close()
+    assert all(isinstance(r, InstallError) and "journal" in str(r) for r in results)
+    assert read_tree(dest) == {}
+    assert leftover_temps(dest) == []

@@ -245,13 +245,15 @@ def test_cli_json_names_the_release_and_a_failed_release_exits_1(
 KILLER = """
 import os, runpy, signal, sys
 from dagmirror.install import Tree
-real, calls = Tree.install, [0]
-def install(self, path, body):
-    calls[0] += 1
-    if calls[0] == int(os.environ["KILL_AT"]):
+real, done = Tree.install_many, [0]
+def install_many(self, items):
+    left = int(os.environ["KILL_AT"]) - done[0]
+    if left <= len(items):  # install what comes before the kill, then die in the middle of the batch
+        real(self, items[: left - 1])
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, path, body)
-Tree.install = install
+    done[0] += len(items)
+    return real(self, items)
+Tree.install_many = install_many
 sys.argv = ["dagmirror", *sys.argv[1:]]
 runpy.run_module("dagmirror", run_name="__main__")
 """

@@ -7,11 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from dagmirror.engine.context import PassContext
+from dagmirror.engine.installer import BatchInstaller
 from dagmirror.engine.planner import Job
 from dagmirror.errors import DagmirrorError, InstallError, ObjectVanished, PathBlocked
 from dagmirror.models import BODY_ROOM, FetchedObject, Installed, NotModified, StateEntry
 from dagmirror.source import ObjectSource
 from dagmirror.verify import verify
+
+INSTALL_LANES = 8  # install batches in flight (each one thread of the mirror's pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ async def get_bounded(
 class Fetcher:
     def __init__(self, ctx: PassContext) -> None:
         self._ctx = ctx
+        self._installer = BatchInstaller(ctx, lanes=INSTALL_LANES)
         self.deferred: list[Deferred] = []
 
     async def fetch(self, job: Job) -> None:
@@ -64,7 +68,7 @@ class Fetcher:
     async def install(self, job: Job, fetched: FetchedObject, digest: str, *, defer_blocked: bool) -> None:
         ctx = self._ctx
         try:
-            local = await ctx.io(ctx.tree.install, job.path, fetched.body)
+            local = await self._installer.install(job.path, fetched.body)
         except PathBlocked as exc:
             if defer_blocked and self._is_managed_subtree(exc.blocker):
                 self.deferred.append(Deferred(job, fetched, digest, exc.blocker))

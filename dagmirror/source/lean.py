@@ -10,10 +10,11 @@ the one-shot CLI skips loading aioboto3 and the S3 service model (about 0.5 s pe
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
 
@@ -43,18 +44,12 @@ from dagmirror.source._wire import (
     strip_etag,
 )
 from dagmirror.source.credentials import CredentialsProvider, lean_credentials
+from dagmirror.source.h1 import Answer, H1Pool, Limits, build_request
 from dagmirror.source.sigv4 import Credentials, Signer
 
 LIST_PAGE_KEYS = 1000
 MAX_ELEMENTS = MAX_KEYS_PER_PAGE * 32  # an entry of S3's has about a dozen elements, Owner and checksums in
 ERROR_BODY_LIMIT = 64 << 10  # an S3 error document is a few hundred bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LeanResponse:
-    status: int  # 200 or 304
-    headers: Mapping[str, str]
-    body: bytes
 
 
 class LeanHTTPError(Exception):
@@ -72,32 +67,93 @@ def env_proxy(endpoint: str) -> tuple[URL, aiohttp.BasicAuth | None] | None:
         return None
 
 
-class LeanS3:
-    def __init__(
-        self,
-        http: aiohttp.ClientSession,
-        endpoint: str,
-        bucket: str,
-        signer: Signer,
-        credentials: CredentialsProvider,
-        *,
-        virtual_host: bool = False,
-    ) -> None:
+class Transport(Protocol):
+    """GETs to one origin: `target` is the encoded path and query, `headers` are sent as they are."""
+
+    async def get(self, target: str, headers: dict[str, str], limits: Limits) -> Answer: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a bucket's requests go: `host` exactly as sent (and signed), `root` the bucket's path."""
+
+    origin: URL
+    host: str
+    root: str
+
+    @classmethod
+    def of(cls, endpoint: str, bucket: str, *, virtual_host: bool) -> Address:
         url = URL(endpoint)
-        self._http = http
-        self._signer = signer
-        self._credentials = credentials
-        # Exactly the Host header aiohttp will send: default ports dropped, IPv6 in brackets.
+        # Exactly the Host header aiohttp would send: default ports dropped, IPv6 in brackets.
         netloc = url.host_port_subcomponent or ""
         base = url.raw_path.rstrip("/")  # an endpoint may carry a path (a gateway mounted under /s3)
         if virtual_host:
-            self._host, self._root = f"{bucket}.{netloc}", f"{base}/"
+            host, root = f"{bucket}.{netloc}", f"{base}/"
         else:
-            self._host, self._root = netloc, f"{base}/{quote(bucket, safe='')}/"
-        self._origin = f"{url.scheme}://{self._host}"
-        proxy = env_proxy(self._origin)
+            host, root = netloc, f"{base}/{quote(bucket, safe='')}/"
+        return cls(URL(f"{url.scheme}://{host}"), host, root)
+
+
+class H1Transport:
+    """The default transport: h1.H1Pool's keep-alive connections, no proxy."""
+
+    def __init__(self, address: Address, *, size: int, connect_timeout: float, read_timeout: float) -> None:
+        origin = address.origin
+        tls = ssl.create_default_context() if origin.scheme == "https" else None
+        host, port = origin.raw_host or "", origin.port or (443 if tls else 80)
+        self._host = address.host
+        self._pool = H1Pool(
+            host, port, tls=tls, size=size, connect_timeout=connect_timeout, read_timeout=read_timeout
+        )
+
+    async def get(self, target: str, headers: dict[str, str], limits: Limits) -> Answer:
+        return await self._pool.request(build_request(target, self._host, headers), limits)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+class AiohttpTransport:
+    """Through the proxy $HTTPS_PROXY / $HTTP_PROXY name for the endpoint: aiohttp's client."""
+
+    def __init__(
+        self, http: aiohttp.ClientSession, origin: URL, proxy: tuple[URL, aiohttp.BasicAuth | None] | None
+    ) -> None:
+        self._http, self._origin = http, str(origin)
         self._proxy: URL | None = proxy[0] if proxy else None
         self._proxy_auth: aiohttp.BasicAuth | None = proxy[1] if proxy else None
+
+    async def get(self, target: str, headers: dict[str, str], limits: Limits) -> Answer:
+        url = URL(self._origin + target, encoded=True)
+        async with self._http.get(
+            url, headers=headers, allow_redirects=False, proxy=self._proxy, proxy_auth=self._proxy_auth
+        ) as resp:
+            if not 200 <= resp.status < 300:
+                body = await _read_prefix(resp, limits.error)  # enough for the S3 error code
+            elif limits.body is None:
+                body = await resp.read()
+            else:
+                body = await read_bounded(resp.content.read, resp.content_length, limits.body, limits.what)
+            return Answer(resp.status, resp.headers, body)
+
+    async def aclose(self) -> None:
+        await self._http.close()
+
+
+class LeanS3:
+    def __init__(
+        self,
+        transport: Transport,
+        address: Address,
+        signer: Signer,
+        credentials: CredentialsProvider,
+    ) -> None:
+        self._transport = transport
+        self._signer = signer
+        self._credentials = credentials
+        self._host, self._root = address.host, address.root
 
     async def list_page(
         self, prefix: str, *, delimiter: bool, token: str | None, start_after: str | None = None
@@ -114,44 +170,34 @@ class LeanS3:
             query["continuation-token"] = token
         elif start_after:
             query["start-after"] = start_after
-        status, headers, body = await self._request(self._root, query, {}, limit=LIST_PAGE_BYTES)
-        if status != 200:
-            raise _error(status, headers, body)
-        return parse_list(body)
+        answer = await self._request(
+            self._root, query, {}, Limits(LIST_PAGE_BYTES, ERROR_BODY_LIMIT, "the LIST page limit")
+        )
+        if answer.status != 200:
+            raise _error(answer.status, answer.headers, answer.body)
+        return parse_list(answer.body)
 
-    async def get(self, key: str, *, if_none_match: str | None, limit: int | None) -> LeanResponse:
+    async def get(self, key: str, *, if_none_match: str | None, limit: int | None) -> Answer:
         """GetObject; `limit` bounds the body (the size the listing reported), so a hostile server cannot
         make one small key cost unbounded memory."""
         headers = {"x-amz-checksum-mode": "ENABLED"}
         if if_none_match:
             headers["If-None-Match"] = f'"{if_none_match}"'
-        status, out_headers, body = await self._request(
-            self._root + quote(key, safe="/~"), {}, headers, limit
-        )
-        if status in (200, 304):
-            return LeanResponse(status, out_headers, body)
-        raise _error(status, out_headers, body)
+        limits = Limits(limit, ERROR_BODY_LIMIT, "the listed size")
+        answer = await self._request(self._root + quote(key, safe="/~"), {}, headers, limits)
+        if answer.status in (200, 304):
+            return answer
+        raise _error(answer.status, answer.headers, answer.body)
 
     async def _request(
-        self, path: str, query: dict[str, str], headers: dict[str, str], limit: int | None
-    ) -> tuple[int, Mapping[str, str], bytes]:
+        self, path: str, query: dict[str, str], headers: dict[str, str], limits: Limits
+    ) -> Answer:
         creds = await self._credentials()
         # identity: a compressing proxy in front of the store must not hand us gzip we would not decode
         headers = {"Accept-Encoding": "identity", **headers}
         signed = self._signer.headers(creds, "GET", self._host, path, query, headers)
         qs = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
-        url = URL(self._origin + path + (f"?{qs}" if qs else ""), encoded=True)
-        async with self._http.get(
-            url, headers=signed, allow_redirects=False, proxy=self._proxy, proxy_auth=self._proxy_auth
-        ) as resp:
-            if resp.status not in (200, 304):
-                body = await _read_prefix(resp, ERROR_BODY_LIMIT)  # enough for the S3 error code
-            elif limit is None:
-                body = await resp.read()
-            else:
-                what = "the LIST page limit" if path == self._root else "the listed size"
-                body = await read_bounded(resp.content.read, resp.content_length, limit, what)
-            return resp.status, resp.headers, body
+        return await self._transport.get(path + (f"?{qs}" if qs else ""), signed, limits)
 
 
 async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -259,8 +305,11 @@ class LeanSource:
         self._deadline = deadline
 
     @classmethod
-    async def open(cls, config: MirrorConfig, credentials: Credentials | None = None) -> LeanSource:
-        """`credentials`: fixed keys (an Airflow connection's) instead of the SDK's chain."""
+    async def open(
+        cls, config: MirrorConfig, credentials: Credentials | None = None, *, client: str = "h1"
+    ) -> LeanSource:
+        """`credentials`: fixed keys (an Airflow connection's) instead of the SDK's chain; `client`: "h1", or
+        "aiohttp" for aiohttp's client even without a proxy."""
         if credentials is None:
             provider, region = await lean_credentials(config)
         else:
@@ -272,20 +321,10 @@ class LeanSource:
             suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
             endpoint = f"https://s3.{region}.{suffix}"
             virtual = re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket) is not None
-        pool = config.concurrency + config.list_concurrency + 4
+        address = Address.of(endpoint, bucket, virtual_host=virtual)
         stack = AsyncExitStack()
-        http = await stack.enter_async_context(
-            aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=config.connect_timeout, sock_read=config.read_timeout
-                ),
-                auto_decompress=False,  # bytes as stored, like the SDK: never decode Content-Encoding
-                skip_auto_headers=("User-Agent",),
-                trust_env=False,  # LeanS3 resolves $HTTPS_PROXY/$NO_PROXY once, not per request
-            )
-        )
-        s3 = LeanS3(http, endpoint, bucket, Signer(region), provider, virtual_host=virtual)
+        transport = await _transport(config, address, stack, client)
+        s3 = LeanS3(transport, address, Signer(region), provider)
         translator = Translator(bucket, redact_url(endpoint), RequestCounter(), lean_error)
         return cls(s3, translator, stack, deadline=request_deadline(config))
 
@@ -328,6 +367,29 @@ def lean_error(exc: BaseException, where: str) -> Exception | None:
             return SourceConfigError(f"{where}: the bucket is in another region: pass --region")
         return SourceConfigError(f"{where}: the bucket is in region {region}: pass --region {region}")
     return classify(exc.code, exc.status, exc.message, where)
+
+
+async def _transport(config: MirrorConfig, address: Address, stack: AsyncExitStack, client: str) -> Transport:
+    """h1's pool; aiohttp's client when a proxy is named for the endpoint (it speaks CONNECT and proxy
+    auth, which h1 does not) or when `client` says so (benchmarks.getcost compares the two)."""
+    pool = config.concurrency + config.list_concurrency + 4
+    proxy = env_proxy(str(address.origin))
+    transport: Transport
+    if proxy is None and client == "h1":
+        transport = H1Transport(
+            address, size=pool, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
+        )
+    else:
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(sock_connect=config.connect_timeout, sock_read=config.read_timeout),
+            auto_decompress=False,  # bytes as stored, like the SDK: never decode Content-Encoding
+            skip_auto_headers=("User-Agent",),
+            trust_env=False,  # the proxy was looked up once, above
+        )
+        transport = AiohttpTransport(http, address.origin, proxy)
+    stack.push_async_callback(transport.aclose)
+    return transport
 
 
 def _fixed(credentials: Credentials) -> CredentialsProvider:
