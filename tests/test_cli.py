@@ -3,6 +3,11 @@ a traceback or a terminal escape sequence."""
 
 from __future__ import annotations
 
+import importlib
+import os
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -102,3 +107,26 @@ def test_sync_help_says_who_signs_the_lean_transport() -> None:
     assert result.exit_code == 0
     assert "signed by the AWS SDK" not in result.output
     assert "SigV4 signer" in result.output
+
+
+def test_every_command_is_in_the_lazy_table_and_a_sync_loads_no_deploy_setup_fleet_or_aiohttp() -> None:
+
+    from dagmirror.cli.app import COMMANDS
+
+    for module in set(COMMANDS.values()):
+        importlib.import_module(f"dagmirror.cli.{module}")
+    assert set(cli.commands) == set(COMMANDS)
+    probe = (
+        "import sys\n"
+        "from dagmirror.cli import main\n"
+        "try:\n"
+        "    main(['sync', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import dagmirror.source.lean  # what a sync opens (no proxy set)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp' or m.startswith(\n"
+        "    ('dagmirror.deploy', 'dagmirror.setup', 'dagmirror.fleet'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -8,7 +8,6 @@ Exit codes: 0 success (rejected keys included), 1 some objects failed or the pas
 concurrent deploy won (CONFLICT) or the fleet has not converged (NOT_CONVERGED: `fleet`, `--wait`).
 """
 
-from dagmirror.cli import deploy, fleet, gc, keys, mirror, setup  # noqa: F401 - importing them registers their commands
-from dagmirror.cli.app import ExitCode, cli, main
+from dagmirror.cli.app import ExitCode, cli, main  # commands are imported when run (app.COMMANDS)
 
 __all__ = ["ExitCode", "cli", "main"]

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from dagmirror.deploy import DeployReport
 from dagmirror.errors import (
     ConfigError,
     DagmirrorError,
@@ -26,6 +26,9 @@ from dagmirror.errors import (
     printable,
 )
 from dagmirror.models import SyncReport
+
+if TYPE_CHECKING:
+    from dagmirror.deploy import DeployReport
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,7 +68,36 @@ class ExitCode(enum.IntEnum):
         return cls.USAGE if usage else cls.FAILED
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Each command's module, imported only when that command runs (or --help lists them all): `dagmirror sync`
+# then loads no deploy, setup or fleet code (tests/test_cli.py checks this table against the modules).
+COMMANDS = {
+    "sync": "mirror",
+    "run": "mirror",
+    "deploy": "deploy",
+    "history": "deploy",
+    "rollback": "deploy",
+    "promote": "deploy",
+    "gc": "gc",
+    "keys": "keys",
+    "bucket": "setup",
+    "iam-policy": "setup",
+    "doctor": "setup",
+    "fleet": "fleet",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(super().list_commands(ctx)))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"dagmirror.cli.{module}")  # its decorators register its commands
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dagmirror")
 def cli() -> None:
     """Mirror Airflow DAG folders from S3: fast, atomic, verified, safe."""

@@ -8,16 +8,18 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from dagmirror.deploy import DeployReport
-from dagmirror.deploy.gc import GcReport
 from dagmirror.engine import Mirror
 from dagmirror.errors import printable
 from dagmirror.models import SyncReport
+
+if TYPE_CHECKING:  # deploy's code is loaded only by the commands that deploy
+    from dagmirror.deploy import DeployReport
+    from dagmirror.deploy.gc import GcReport
 
 
 def shown(value: object) -> str:

@@ -8,12 +8,11 @@ share (timeouts, sockets, aiohttp, bodies too large, untrusted XML) is mapped he
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 from xml.etree import ElementTree
-
-import aiohttp
 
 from dagmirror.config import MirrorConfig
 from dagmirror.errors import (
@@ -106,7 +105,10 @@ class Translator:
             return SourceError(f"{where}: {exc}", transient=False, code="BodyTooLarge")
         if isinstance(exc, (UntrustedXML, ElementTree.ParseError)):
             return SourceUnavailable(f"{where}: malformed S3 response: {exc}")
-        if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
+        aiohttp = sys.modules.get("aiohttp")  # loaded only behind a proxy (lean) or by the SDK transport
+        if isinstance(exc, (asyncio.TimeoutError, OSError)) or (
+            aiohttp and isinstance(exc, aiohttp.ClientError)
+        ):
             return SourceUnavailable(f"{where}: {type(exc).__name__}: {first_line(exc)}")
         return None
 

@@ -1,25 +1,25 @@
-"""S3 over plain aiohttp for the only two requests a mirror pass makes: ListObjectsV2 and GetObject.
+"""S3 over plain HTTP for the only two requests a mirror pass makes: ListObjectsV2 and GetObject.
 
 `LeanS3` speaks HTTP: requests signed by `sigv4.Signer` with credentials from `credentials.py` (the SDK's
 chain, resolved once), LIST pages parsed with the C XML parser without converting dates the mirror never
 reads; S3 errors come back as `LeanHTTPError` (status, S3 code, message). `LeanSource` is the ObjectSource
-on top: one aiohttp pool, every request inside the boundary of `_translate.py`. No SDK client is built, so
+on top: one connection pool (h1.py's, or aiohttp's behind a proxy), every request inside the boundary of
+`_translate.py`; aiohttp is imported only when a proxy is used. No SDK client is built, so
 the one-shot CLI skips loading aioboto3 and the S3 service model (about 0.5 s per start).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
 
-import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from dagmirror.config import MirrorConfig, redact_url
@@ -47,6 +47,9 @@ from dagmirror.source.credentials import CredentialsProvider, lean_credentials
 from dagmirror.source.h1 import Answer, H1Pool, Limits, build_request
 from dagmirror.source.sigv4 import Credentials, Signer
 
+if TYPE_CHECKING:
+    import aiohttp
+
 LIST_PAGE_KEYS = 1000
 MAX_ELEMENTS = MAX_KEYS_PER_PAGE * 32  # an entry of S3's has about a dozen elements, Owner and checksums in
 ERROR_BODY_LIMIT = 64 << 10  # an S3 error document is a few hundred bytes
@@ -60,7 +63,12 @@ class LeanHTTPError(Exception):
 
 def env_proxy(endpoint: str) -> tuple[URL, aiohttp.BasicAuth | None] | None:
     """The proxy $HTTPS_PROXY / $HTTP_PROXY / $NO_PROXY name for `endpoint` (as the SDK honours them), looked
-    up once: a session with trust_env=True repeats that lookup and a ~/.netrc read in a thread per request."""
+    up once: a session with trust_env=True repeats that lookup and a ~/.netrc read in a thread per request.
+    Without any *_proxy variable (what urllib's getproxies reads) there is none, and aiohttp is not loaded."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return None
+    from aiohttp.helpers import get_env_proxy_for_url
+
     try:
         return get_env_proxy_for_url(URL(endpoint))
     except LookupError:
@@ -380,6 +388,8 @@ async def _transport(config: MirrorConfig, address: Address, stack: AsyncExitSta
             address, size=pool, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
         )
     else:
+        import aiohttp
+
         http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(sock_connect=config.connect_timeout, sock_read=config.read_timeout),
