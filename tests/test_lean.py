@@ -13,7 +13,8 @@ from dagmirror.devtools.proxy import S3Proxy
 from dagmirror.devtools.servers import CREDENTIALS
 from dagmirror.errors import ObjectVanished, SourceError
 from dagmirror.source._translate import classify as _classify
-from dagmirror.source.lean import Address, UntrustedXML, parse_list
+from dagmirror.source.lean import UntrustedXML, parse_list
+from dagmirror.source.transport import Address
 
 from .helpers import put_all
 

@@ -10,17 +10,12 @@ the one-shot CLI skips loading aioboto3 and the S3 service model (about 0.5 s pe
 
 from __future__ import annotations
 
-import os
 import re
-import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
-
-from yarl import URL
 
 from dagmirror.config import MirrorConfig, redact_url
 from dagmirror.errors import SourceConfigError
@@ -40,15 +35,15 @@ from dagmirror.source._wire import (
     check_page_entries,
     fetched_object,
     next_token,
-    read_bounded,
     strip_etag,
 )
 from dagmirror.source.credentials import CredentialsProvider, lean_credentials
-from dagmirror.source.h1 import Answer, H1Pool, Limits, build_request
+from dagmirror.source.h1 import Answer, Limits
 from dagmirror.source.sigv4 import Credentials, Signer
+from dagmirror.source.transport import Address, Transport, open_transport
 
 if TYPE_CHECKING:
-    import aiohttp
+    pass
 
 LIST_PAGE_KEYS = 1000
 MAX_ELEMENTS = MAX_KEYS_PER_PAGE * 32  # an entry of S3's has about a dozen elements, Owner and checksums in
@@ -59,95 +54,6 @@ class LeanHTTPError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str]) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def env_proxy(endpoint: str) -> tuple[URL, aiohttp.BasicAuth | None] | None:
-    """The proxy $HTTPS_PROXY / $HTTP_PROXY / $NO_PROXY name for `endpoint` (as the SDK honours them), looked
-    up once: a session with trust_env=True repeats that lookup and a ~/.netrc read in a thread per request.
-    Without any *_proxy variable (what urllib's getproxies reads) there is none, and aiohttp is not loaded."""
-    if not any(name.lower().endswith("_proxy") for name in os.environ):
-        return None
-    from aiohttp.helpers import get_env_proxy_for_url
-
-    try:
-        return get_env_proxy_for_url(URL(endpoint))
-    except LookupError:
-        return None
-
-
-class Transport(Protocol):
-    """GETs to one origin: `target` is the encoded path and query, `headers` are sent as they are."""
-
-    async def get(self, target: str, headers: dict[str, str], limits: Limits) -> Answer: ...
-
-    async def aclose(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """Where a bucket's requests go: `host` exactly as sent (and signed), `root` the bucket's path."""
-
-    origin: URL
-    host: str
-    root: str
-
-    @classmethod
-    def of(cls, endpoint: str, bucket: str, *, virtual_host: bool) -> Address:
-        url = URL(endpoint)
-        # Exactly the Host header aiohttp would send: default ports dropped, IPv6 in brackets.
-        netloc = url.host_port_subcomponent or ""
-        base = url.raw_path.rstrip("/")  # an endpoint may carry a path (a gateway mounted under /s3)
-        if virtual_host:
-            host, root = f"{bucket}.{netloc}", f"{base}/"
-        else:
-            host, root = netloc, f"{base}/{quote(bucket, safe='')}/"
-        return cls(URL(f"{url.scheme}://{host}"), host, root)
-
-
-class H1Transport:
-    """The default transport: h1.H1Pool's keep-alive connections, no proxy."""
-
-    def __init__(self, address: Address, *, size: int, connect_timeout: float, read_timeout: float) -> None:
-        origin = address.origin
-        tls = ssl.create_default_context() if origin.scheme == "https" else None
-        host, port = origin.raw_host or "", origin.port or (443 if tls else 80)
-        self._host = address.host
-        self._pool = H1Pool(
-            host, port, tls=tls, size=size, connect_timeout=connect_timeout, read_timeout=read_timeout
-        )
-
-    async def get(self, target: str, headers: dict[str, str], limits: Limits) -> Answer:
-        return await self._pool.request(build_request(target, self._host, headers), limits)
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
-
-
-class AiohttpTransport:
-    """Through the proxy $HTTPS_PROXY / $HTTP_PROXY name for the endpoint: aiohttp's client."""
-
-    def __init__(
-        self, http: aiohttp.ClientSession, origin: URL, proxy: tuple[URL, aiohttp.BasicAuth | None] | None
-    ) -> None:
-        self._http, self._origin = http, str(origin)
-        self._proxy: URL | None = proxy[0] if proxy else None
-        self._proxy_auth: aiohttp.BasicAuth | None = proxy[1] if proxy else None
-
-    async def get(self, target: str, headers: dict[str, str], limits: Limits) -> Answer:
-        url = URL(self._origin + target, encoded=True)
-        async with self._http.get(
-            url, headers=headers, allow_redirects=False, proxy=self._proxy, proxy_auth=self._proxy_auth
-        ) as resp:
-            if not 200 <= resp.status < 300:
-                body = await _read_prefix(resp, limits.error)  # enough for the S3 error code
-            elif limits.body is None:
-                body = await resp.read()
-            else:
-                body = await read_bounded(resp.content.read, resp.content_length, limits.body, limits.what)
-            return Answer(resp.status, resp.headers, body)
-
-    async def aclose(self) -> None:
-        await self._http.close()
 
 
 class LeanS3:
@@ -206,18 +112,6 @@ class LeanS3:
         signed = self._signer.headers(creds, "GET", self._host, path, query, headers)
         qs = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
         return await self._transport.get(path + (f"?{qs}" if qs else ""), signed, limits)
-
-
-async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """At most `limit` bytes of the body; the rest is never read (the connection is then dropped)."""
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in resp.content.iter_chunked(1 << 14):
-        chunks.append(chunk)
-        total += len(chunk)
-        if total >= limit:
-            break
-    return b"".join(chunks)[:limit]
 
 
 def parse_list(body: bytes) -> ListPage:
@@ -331,7 +225,7 @@ class LeanSource:
             virtual = re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket) is not None
         address = Address.of(endpoint, bucket, virtual_host=virtual)
         stack = AsyncExitStack()
-        transport = await _transport(config, address, stack, client)
+        transport = await open_transport(config, address, stack, client)
         s3 = LeanS3(transport, address, Signer(region), provider)
         translator = Translator(bucket, redact_url(endpoint), RequestCounter(), lean_error)
         return cls(s3, translator, stack, deadline=request_deadline(config))
@@ -375,31 +269,6 @@ def lean_error(exc: BaseException, where: str) -> Exception | None:
             return SourceConfigError(f"{where}: the bucket is in another region: pass --region")
         return SourceConfigError(f"{where}: the bucket is in region {region}: pass --region {region}")
     return classify(exc.code, exc.status, exc.message, where)
-
-
-async def _transport(config: MirrorConfig, address: Address, stack: AsyncExitStack, client: str) -> Transport:
-    """h1's pool; aiohttp's client when a proxy is named for the endpoint (it speaks CONNECT and proxy
-    auth, which h1 does not) or when `client` says so (benchmarks.getcost compares the two)."""
-    pool = config.concurrency + config.list_concurrency + 4
-    proxy = env_proxy(str(address.origin))
-    transport: Transport
-    if proxy is None and client == "h1":
-        transport = H1Transport(
-            address, size=pool, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
-        )
-    else:
-        import aiohttp
-
-        http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(sock_connect=config.connect_timeout, sock_read=config.read_timeout),
-            auto_decompress=False,  # bytes as stored, like the SDK: never decode Content-Encoding
-            skip_auto_headers=("User-Agent",),
-            trust_env=False,  # the proxy was looked up once, above
-        )
-        transport = AiohttpTransport(http, address.origin, proxy)
-    stack.push_async_callback(transport.aclose)
-    return transport
 
 
 def _fixed(credentials: Credentials) -> CredentialsProvider:
