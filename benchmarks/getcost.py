@@ -27,8 +27,20 @@ from .floors import get_all
 CLIENTS = ("aiohttp", "h1")
 
 
-async def one_run(endpoint: str, keys: list[str], client: str) -> tuple[float, float]:
-    config = MirrorConfig.create("s3://getcost/dags/", "/nonexistent", endpoint_url=endpoint)
+def seed(endpoint: str, bucket: str, files: int) -> list[str]:
+    """The synthetic corpus of `files` files uploaded under s3://bucket/dags/; its keys."""
+    client = s3_client(endpoint)
+    create_bucket(client, bucket)
+    bodies = synthetic_corpus(files, 7)
+    upload(client, bucket, "dags/", bodies, threads=32)
+    return [f"dags/{k}" for k in bodies]
+
+
+async def one_run(
+    endpoint: str, keys: list[str], client: str, bucket: str = "getcost"
+) -> tuple[float, float]:
+    """GET every key of `bucket` once, 64 at a time, through `client`: (wall seconds, CPU seconds)."""
+    config = MirrorConfig.create(f"s3://{bucket}/dags/", "/nonexistent", endpoint_url=endpoint)
     source = await LeanSource.open(config, client=client)
     try:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -49,11 +61,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="dagmirror-getcost-") as tmp,
         seaweedfs_server(Path(tmp) / "seaweedfs") as server,
     ):
-        client = s3_client(server.endpoint_url)
-        create_bucket(client, "getcost")
-        bodies = synthetic_corpus(args.files, 7)
-        upload(client, "getcost", "dags/", bodies, threads=32)
-        keys = [f"dags/{k}" for k in bodies]
+        keys = seed(server.endpoint_url, "getcost", args.files)
         for r in range(args.runs):
             for name in CLIENTS if r % 2 == 0 else CLIENTS[::-1]:
                 samples[name].append(uvloop.run(one_run(server.endpoint_url, keys, name)))

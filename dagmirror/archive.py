@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import zstandard
 
@@ -40,7 +40,18 @@ def read_archive(data: bytes, wanted: Mapping[str, FileEntry], limit: int) -> di
     Raises ReleaseError when the archive cannot be read at all; a member missing or damaged is simply not in
     the result (the caller fetches those bodies one by one)."""
     found: dict[str, bytes] = {}
-    todo = {sha for sha in (e.sha256 for e in wanted.values())}
+    for batch in iter_archive(data, wanted, limit):
+        found |= batch
+    return found
+
+
+def iter_archive(
+    data: bytes, wanted: Mapping[str, FileEntry], limit: int, batch: int = 256
+) -> Iterator[dict[str, bytes]]:
+    """`read_archive`'s bodies as they are decompressed, `batch` at a time, so a caller can store them
+    while the rest is read. ReleaseError as soon as the archive shows it cannot be read further."""
+    found: dict[str, bytes] = {}
+    todo = {e.sha256 for e in wanted.values()}
     seen = 0
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
@@ -50,17 +61,24 @@ def read_archive(data: bytes, wanted: Mapping[str, FileEntry], limit: int) -> di
                 if seen > limit:
                     raise ReleaseError(f"archive holds more than the release's {limit} bytes")
                 entry = wanted.get(member.name.removeprefix("./"))
-                if entry is None or not member.isreg() or member.size != entry.size:
-                    continue
-                if entry.sha256 in found:
+                if (
+                    entry is None
+                    or not member.isreg()
+                    or member.size != entry.size
+                    or entry.sha256 not in todo
+                ):
                     continue
                 extracted = tar.extractfile(member)
                 body = extracted.read() if extracted is not None else b""
                 if hashlib.sha256(body).hexdigest() == entry.sha256:
                     found[entry.sha256] = body
                     todo.discard(entry.sha256)
+                    if len(found) >= batch:
+                        yield found
+                        found = {}
                     if not todo:
                         break
     except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
         raise ReleaseError(f"archive is damaged: {type(exc).__name__}: {exc}") from None
-    return found
+    if found:
+        yield found

@@ -243,8 +243,10 @@ class Tree:
 
 class _Batch:
     """One batch of installs: every temp is written, then all are made durable (fsynced one after the
-    other: the first commit carries most of the others), the journal names them in one append, and each is
-    renamed into place. No temp is renamed before it is durable, and none outlives the call."""
+    other: on a journaling filesystem the first commit carries most of the others), the intent journal names
+    them in one append, and each is renamed into place. No temp is renamed before it is durable, and none
+    outlives the call. A path journaled but not renamed (blocked, or a kill in between) is adopted as
+    managed with unknown content after a kill, as a path whose rename failed always was."""
 
     def __init__(self, tree: Tree, tmp_fd: int, journal_fd: int) -> None:
         self._tree, self._tmp_fd, self._journal_fd = tree, tmp_fd, journal_fd

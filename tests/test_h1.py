@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 import pytest
 
 from dagmirror.source._wire import BodyTooLarge
-from dagmirror.source.h1 import MAX_HEAD, H1Pool, Limits, ProtocolError, build_request
+from dagmirror.source.h1 import H1Pool, build_request
+from dagmirror.source.h1parse import MAX_HEAD, Limits, ProtocolError
 
 Script = Callable[[int, bytes], bytes | None]  # (request number on this connection, request) -> answer
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -130,6 +131,16 @@ async def test_an_error_answer_keeps_only_its_first_bytes_and_drops_the_connecti
         assert (answer.status, answer.body) == (503, b"e" * 100)
         await pool.request(get(), LIMITS)
     assert server.connections == 2
+
+
+async def test_an_error_body_cut_at_its_cap_is_answered_without_waiting_for_the_rest() -> None:
+    head = b"HTTP/1.1 500 Oops\r\nContent-Length: 50000\r\n\r\n"
+    chunked = b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % 50000
+    for answer in (head + b"e" * 200, chunked + b"e" * 200):  # then the server sends nothing more
+        async with serve(Server(lambda n, _, a=answer: a), read_timeout=5) as pool:
+            async with asyncio.timeout(2):
+                got = await pool.request(get(), LIMITS)
+        assert (got.status, got.body) == (500, b"e" * 100)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ content store, the archive, and everything a listing pass guarantees, in release
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -126,6 +127,23 @@ async def test_cold_start_takes_the_archive_one_get_for_all_bodies(
     assert read_tree(tmp_path) == R1
     assert report.requests == {"GET 200": 3}  # pointer, manifest, archive
     assert report.downloaded == len(R1)
+
+
+@pytest.mark.parametrize("concurrency", [1, 64])
+async def test_an_archive_of_many_files_is_stored_whole_while_it_is_read_even_on_one_thread(
+    s3: Any, bucket: str, moto_endpoint: str, tmp_path: Path, concurrency: int
+) -> None:
+    """Bodies go to the content store batch by batch on the pool while the archive is still read; with a
+    pool of one thread that must not wait on itself. Every body is stored before anything is installed."""
+    files = {f"t{i % 7}/f{i:04}.py": f"# {i}\n".encode() * (1 + i % 5) for i in range(700)}  # 3 batches
+    publish(s3, bucket, PREFIX, files)
+    dest = tmp_path / "dags"
+    async with asyncio.timeout(60):
+        report = await sync(bucket, moto_endpoint, dest, concurrency=concurrency)
+    assert read_tree(dest) == files
+    assert report.requests == {"GET 200": 3}
+    stored = {p.name for p in (dest / ".dagmirror/bodies").iterdir()}
+    assert {sha256_hex(b) for b in files.values()} <= stored
 
 
 async def test_a_damaged_archive_falls_back_to_single_gets(

@@ -4,7 +4,7 @@ A fetcher awaits its own file's outcome, as before; what changes is the cost aro
 file (a future, a queue put, a wake-up of the loop) was a sixth of the loop's time on a cold pass; here a body
 waits only while every lane is busy, and the next free lane takes all that waited (up to BATCH) at once. At
 low load a batch is one file, installed at once; under load batches grow, and the fsyncs of one batch are
-issued back to back, so one journal commit carries most of them (Tree.install_many).
+issued back to back (on a journaling filesystem one commit then carries most of them; Tree.install_many).
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping
+from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass
 
-from dagmirror.archive import read_archive
+from dagmirror.archive import iter_archive
 from dagmirror.bodies import ContentStore
 from dagmirror.engine.context import PassContext
 from dagmirror.errors import DagmirrorError, IntegrityError, ObjectVanished, ReleaseError
@@ -111,20 +112,33 @@ class ReleaseFetcher:
         return [self._store.read(d) for d in digests]
 
     async def _from_archive(self, pointer: Pointer, wanted: dict[str, FileEntry]) -> dict[str, bytes]:
-        """What the archive holds of `wanted`; nothing (and one warning) when it cannot be read."""
+        """What the archive holds of `wanted`, each body in the content store before this returns; nothing
+        (and one warning) when the archive cannot be read. Bodies are stored batch by batch on the other
+        install threads while the rest of the archive is still being decompressed."""
         ctx = self._ctx
         key = archive_key(pointer.release)
+        stores: list[ThreadFuture[None]] = []
         try:
             data = await self._get(key, (pointer.archive_size or 0) + BODY_ROOM)
-            found = await ctx.io(read_archive, data, wanted, pointer.size + BODY_ROOM)
+            found = await ctx.io(self._read_archive, data, wanted, pointer.size + BODY_ROOM, stores)
         except DagmirrorError as exc:
             log.warning(
                 "archive of release %s not used, fetching its bodies one by one: %s", pointer.release, exc
             )
-            return {}
-        items = list(found.items())
-        batches = [items[i : i + READ_BATCH] for i in range(0, len(items), READ_BATCH)]
-        await asyncio.gather(*(ctx.io(self._write_all, batch) for batch in batches))
+            found = {}
+        # the stores already submitted finish either way (their bodies were verified); an error is raised
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in stores))
+        return found
+
+    def _read_archive(
+        self, data: bytes, wanted: dict[str, FileEntry], limit: int, stores: list[ThreadFuture[None]]
+    ) -> dict[str, bytes]:
+        """In a thread: decompress and verify, handing each batch to the pool to store; not waiting on it
+        here (a pool of one thread would then wait on itself)."""
+        found: dict[str, bytes] = {}
+        for batch in iter_archive(data, wanted, limit):
+            found |= batch
+            stores.append(self._ctx.executor.submit(self._write_all, list(batch.items())))
         return found
 
     def _write_all(self, bodies: list[tuple[str, bytes]]) -> None:

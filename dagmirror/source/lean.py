@@ -38,7 +38,7 @@ from dagmirror.source._wire import (
     strip_etag,
 )
 from dagmirror.source.credentials import CredentialsProvider, lean_credentials
-from dagmirror.source.h1 import Answer, Limits
+from dagmirror.source.h1parse import Answer, Limits
 from dagmirror.source.sigv4 import Credentials, Signer
 from dagmirror.source.transport import Address, Transport, open_transport
 

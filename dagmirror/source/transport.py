@@ -16,7 +16,8 @@ from yarl import URL
 
 from dagmirror.config import MirrorConfig
 from dagmirror.source._wire import read_bounded
-from dagmirror.source.h1 import Answer, H1Pool, Limits, build_request
+from dagmirror.source.h1 import H1Pool, build_request
+from dagmirror.source.h1parse import Answer, Limits
 
 if TYPE_CHECKING:
     import aiohttp
