@@ -104,14 +104,20 @@ class Tombstone:
 
 @dataclass(frozen=True, slots=True)
 class Installed:
-    """One file a pass wrote (for audit records): why, and exactly which bytes."""
+    """One file a pass wrote (for audit records): why, and exactly which bytes. Its key is `prefix + path`
+    (keys.key_to_path only strips the prefix): the shared prefix is kept, not a key string per record, which
+    at 100,000 files of a cold pass is about 10 MB."""
 
     path: str
-    key: str
+    prefix: str
     etag: str
     xxh3: str
     size: int
     reason: str  # new, changed, restore, replace
+
+    @property
+    def key(self) -> str:
+        return self.prefix + self.path
 
 
 @dataclass(frozen=True, slots=True)

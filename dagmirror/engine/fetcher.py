@@ -83,7 +83,7 @@ class Fetcher:
             job.path, StateEntry(fetched.etag, size, digest, local.size, local.mtime_ns, local.ino)
         )
         ctx.tally.installed.append(
-            Installed(job.path, job.obj.key, fetched.etag, digest, size, job.decision.reason)
+            Installed(job.path, ctx.prefix, fetched.etag, digest, size, job.decision.reason)
         )
         ctx.tally.downloaded += 1
         ctx.tally.restored += job.decision.reason == "restore"

@@ -86,6 +86,10 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.reusable = False
+        self._parser = None
+        if self._timer is not None:  # a request cancelled by its deadline leaves no timer behind
+            self._timer.cancel()
+            self._timer = None
         if self._transport is not None:
             self._transport.abort()
             self._transport = None
