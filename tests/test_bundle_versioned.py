@@ -301,3 +301,42 @@ def test_with_trust_a_prefix_without_releases_is_never_mirrored_unversioned(tmp_
     with pytest.raises(PassFailed):
         mirror.refresh()
     assert not (tmp_path / "bundle" / "objects" / "a.py").exists()
+
+
+def test_a_pinned_version_is_durable_before_it_is_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its files are hard links to content-store entries written without fsync: each is fsynced before the
+    rename that makes the version visible (and none is, with fsync off)."""
+    source = MemorySource()
+    release_a = publish_to(source.put, PREFIX, A)
+    publish_to(source.put, PREFIX, B, seq=2)
+    events: list[tuple[str, int | str]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def rename(src: str | Path, dst: str | Path, **kw: object) -> None:
+        events.append(("rename", Path(dst).name))
+        real_rename(src, dst, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+
+    async def open_source(config: MirrorConfig) -> ObjectSource:
+        return source
+
+    durable = VersionedMirror(SOURCE, layout(tmp_path), options={"fsync": True}, open_source=open_source)
+    done = durable.pin(release_a)
+    assert read_tree(done.path) == A
+    renamed = events.index(("rename", release_a))
+    synced = {ino for what, ino in events[:renamed] if what == "fsync"}
+    assert {os.stat(done.path / p).st_ino for p in A} <= synced
+
+    events.clear()
+    loose = bundle(tmp_path / "loose", source)  # fsync off
+    loose.pin(release_a)
+    assert ("rename", release_a) in events
+    assert not any(what == "fsync" for what, _ in events)

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from dagmirror.bodies import ContentStore
@@ -89,7 +90,8 @@ async def materialise(
                 await _verify_pinned(config.trust, fetch, checked, ctx.prefix)
             files = _accepted(config, checked)
             bodies = await fetch.gather(files, _as_pointer(checked, files))
-            await loop.run_in_executor(pool, _build, store, files, bodies, versions_dir, release)
+            build = partial(_build, store, files, bodies, versions_dir, release, fsync=config.fsync)
+            await loop.run_in_executor(pool, build)
             requests = request_delta(before, source.request_counts())
             return Materialised(target, built=True, files=len(files), requests=requests)
         finally:
@@ -185,8 +187,12 @@ def _build(
     bodies: Mapping[str, bytes],
     versions_dir: Path,
     release: str,
+    *,
+    fsync: bool,
 ) -> None:
-    """versions/.building-<id>-<rand>, one hard link per file to its store entry, then renamed whole."""
+    """versions/.building-<id>-<rand>, one hard link per file to its store entry, then renamed whole. With
+    `fsync`, every file is made durable before the rename (store entries are written without fsync): a
+    power cut must not leave a version directory whose files a pinned task would find empty."""
     building = versions_dir / f"{BUILDING}{release}-{secrets.token_hex(4)}"
     os.mkdir(building, 0o755)
     try:
@@ -200,6 +206,9 @@ def _build(
                 os.link(store.path / entry.sha256, target, follow_symlinks=False)
             except OSError:  # the entry went (pruned by a mirror meanwhile) or links are refused
                 _write(target, bodies[entry.sha256])
+        if fsync:
+            for path in files:
+                _fsync(building / path)
         try:
             os.rename(building, versions_dir / release)
         except OSError as exc:  # ENOTEMPTY/EEXIST: another builder got there first; its tree is the same
@@ -211,6 +220,14 @@ def _build(
         shutil.rmtree(building, ignore_errors=True)
         why = exc.strerror or exc
         raise InstallError(f"cannot build version {release} in {versions_dir}: {why}") from None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write(path: Path, body: bytes) -> None:
