@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dagmirror.devtools.corpus import create_bucket, synthetic_corpus, upload
-from dagmirror.devtools.servers import s3_client, s3_env, seaweedfs_server
+from dagmirror.devtools.servers import s3_env, seaweedfs_server
 
+from .getcost import seed
 from .harness import Sample, check, digest, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +43,7 @@ def main(argv: list[str]) -> int:
         trees = {rev: checkout(rev, work / f"rev{i}") for i, rev in enumerate(args.revs)}
         try:
             with seaweedfs_server(work / "seaweedfs") as server:
-                client = s3_client(server.endpoint_url)
-                create_bucket(client, "ab-bench")
-                bodies = synthetic_corpus(args.files, 7)
-                upload(client, "ab-bench", "dags/", bodies, threads=32)
+                bodies = seed(server.endpoint_url, "ab-bench", args.files)
                 truth = {k: digest(v) for k, v in bodies.items()}
                 samples = _alternate(trees, args.runs, server.endpoint_url, work, truth)
         finally:

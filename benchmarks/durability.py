@@ -48,7 +48,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="dagmirror-durability-", dir=shm if shm.is_dir() else None) as mem,
         seaweedfs_server(Path(tmp) / "seaweedfs") as server,
     ):
-        keys = seed(server.endpoint_url, "durability", args.files)
+        keys = [f"dags/{k}" for k in seed(server.endpoint_url, "durability", args.files)]
         for r in range(args.runs):  # trees are kept until the end: deleting them would slow the next run
             for name in variants if r % 2 == 0 else variants[::-1]:
                 dest = Path(mem if name == "tmpfs" else tmp) / f"{name.replace(' ', '-')}-{r}"

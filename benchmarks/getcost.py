@@ -27,13 +27,13 @@ from .floors import get_all
 CLIENTS = ("aiohttp", "h1")
 
 
-def seed(endpoint: str, bucket: str, files: int) -> list[str]:
-    """The synthetic corpus of `files` files uploaded under s3://bucket/dags/; its keys."""
+def seed(endpoint: str, bucket: str, files: int) -> dict[str, bytes]:
+    """The synthetic corpus of `files` files uploaded under s3://bucket/dags/: relative path -> body."""
     client = s3_client(endpoint)
     create_bucket(client, bucket)
     bodies = synthetic_corpus(files, 7)
     upload(client, bucket, "dags/", bodies, threads=32)
-    return [f"dags/{k}" for k in bodies]
+    return bodies
 
 
 async def one_run(
@@ -61,7 +61,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="dagmirror-getcost-") as tmp,
         seaweedfs_server(Path(tmp) / "seaweedfs") as server,
     ):
-        keys = seed(server.endpoint_url, "getcost", args.files)
+        keys = [f"dags/{k}" for k in seed(server.endpoint_url, "getcost", args.files)]
         for r in range(args.runs):
             for name in CLIENTS if r % 2 == 0 else CLIENTS[::-1]:
                 samples[name].append(uvloop.run(one_run(server.endpoint_url, keys, name)))

@@ -112,14 +112,9 @@ def write_all(fd: int, body: bytes) -> None:
 
 
 def write_temp(dir_fd: int, name: str, body: bytes, *, fsync: bool, meta: Path, root: Path) -> os.stat_result:
-    """Create `name` in `dir_fd` (never over an existing file or link), write `body`, fsync if asked."""
-    flags = os.O_WRONLY | os.O_EXCL | META_FLAGS
+    """`create_temp`, then fsync if asked; the temp's stat, its fd closed."""
+    fd = create_temp(dir_fd, name, body, meta, root)
     try:
-        fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
-    except OSError as exc:
-        raise InstallError(f"cannot create temp file in {meta}: {exc.strerror}") from None
-    try:
-        write_all(fd, body)
         if fsync:
             os.fsync(fd)
         return os.fstat(fd)

@@ -136,7 +136,7 @@ class ReleaseFetcher:
         """In a thread: decompress and verify, handing each batch to the pool to store; not waiting on it
         here (a pool of one thread would then wait on itself)."""
         found: dict[str, bytes] = {}
-        for batch in iter_archive(data, wanted, limit):
+        for batch in iter_archive(data, wanted, limit, READ_BATCH):
             found |= batch
             stores.append(self._ctx.executor.submit(self._write_all, list(batch.items())))
         return found
